@@ -1,0 +1,55 @@
+# Two commands on a fresh machine:  make run  (the whole workflow, embedded configuration)  and  make test.
+# The virtual environment lives in .venv (ignored) and is rebuilt only when requirements.txt or
+# pyproject.toml change (a stamp file keyed by their hash).
+PYTHON ?= python3
+VENV := .venv
+REQ_HASH := $(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.installed-$(REQ_HASH)
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+# Determinism and a quiet CPU run: one BLAS thread per job (Snakemake runs jobs in parallel).
+export OMP_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
+export TOKENIZERS_PARALLELISM := false
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export MLFLOW_ENABLE_ASYNC_LOGGING := false
+# Pytest: quick by default; `make test-all` adds the slow learnability, SLURM and browser tests.
+PYTEST_ARGS ?=
+
+.PHONY: setup run test test-all dry-run paper-dry-run lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned: pip takes the wheels already on disk (a bare torch would download GBs).
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+run: setup
+	$(BIN)/refine-iqa check
+	REFINE_IQA_RUN_GROUP=$${REFINE_IQA_RUN_GROUP:-$$(date +%Y%m%d-%H%M%S)} $(BIN)/dvc repro
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-all: setup
+	$(BIN)/python -m pytest -q --run-slow $(PYTEST_ARGS)
+
+dry-run: setup
+	$(BIN)/snakemake --profile profiles/local -n
+
+paper-dry-run: setup
+	$(BIN)/snakemake --profile profiles/local -n --configfile configs/paper.yaml
+
+bench: setup
+	$(BIN)/python benchmarks/bench_distortions.py
+	$(BIN)/python benchmarks/bench_pd_reward.py
+
+clean:
+	rm -rf work models results reports logs .snakemake mlflow.db mlruns mlartifacts

@@ -1,0 +1,92 @@
+# Paths and small helpers shared by the rules (no work happens here).
+import json
+from pathlib import Path
+
+from refine_iqa.io_utils import atomic_write_text
+
+W = config["paths"]["work"]
+M = config["paths"]["models"]
+R = config["paths"]["results"]
+REP = config["paths"]["reports"]
+L = config["paths"]["logs"]
+
+PERCEPTION = f"{W}/perception"
+SCORING = f"{W}/scoring"
+
+
+def resolved_params_file():
+    """The validated settings as JSON for the shell-launched training jobs. Named by content, so two
+    invocations with different settings never overwrite each other's; handed to jobs through the
+    environment (not a rule param: which file holds them must not trigger re-runs, the settings do)."""
+    import hashlib
+
+    text = json.dumps(config, indent=1, sort_keys=True)
+    path = Path(f".snakemake/refine_iqa/params-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json")
+    if not path.exists():
+        atomic_write_text(path, text)
+    return str(path.resolve())
+
+
+os.environ["REFINE_IQA_PARAMS_JSON"] = resolved_params_file()
+
+
+def model_dir():
+    return config["model"]["path"]
+
+
+def model_input():
+    """The base model as a rule input; a missing local folder is reported at start (onstart), so that
+    dry-runs of the paper configuration work on a machine without the 7B model."""
+    path = model_dir()
+    if config["model"]["source"] == "embedded" or Path(path).exists():
+        return path
+    return []
+
+
+def base_model_dir():
+    """The model Stage-1 starts from: the format-warm-started tiny model (embedded) or the model itself."""
+    return f"{M}/base" if config["warmstart"]["enabled"] else model_dir()
+
+
+def base_model_input():
+    return f"{M}/base" if config["warmstart"]["enabled"] else model_input()
+
+
+def launcher():
+    """python for one process; accelerate launch (config from configs/) for several processes or GPUs."""
+    c = config["compute"]
+    if c["num_processes"] == 1 and c["device"] == "cpu":
+        return "python"
+    return f"accelerate launch --config_file {c['accelerate_config']} --num_processes {c['num_processes']}"
+
+
+def stage2_variants():
+    v = ["main"]
+    if config["ablations"]["enabled"]:
+        v += list(config["ablations"]["variants"])
+    return v
+
+
+def stage2_init(wildcards):
+    from refine_iqa.stages import stage2_settings
+
+    init = stage2_settings(config, wildcards.variant)["init"]
+    return f"{M}/stage1" if init == "stage1" else base_model_dir()
+
+
+def stage2_init_input(wildcards):
+    path = stage2_init(wildcards)
+    return base_model_input() if path == base_model_dir() else path
+
+
+def evaluated_models():
+    """Models evaluated in Tables 1-6: base, Stage-1, and every Stage-2 variant."""
+    return ["base", "stage1"] + [f"stage2-{v}" for v in stage2_variants()]
+
+
+def model_path_for(wildcards):
+    return base_model_dir() if wildcards.model == "base" else f"{M}/{wildcards.model}"
+
+
+def model_input_for(wildcards):
+    return base_model_input() if wildcards.model == "base" else f"{M}/{wildcards.model}"

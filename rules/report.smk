@@ -1,0 +1,37 @@
+# results/metrics.json gathers every number; the report is rendered from it alone.
+
+rule metrics:
+    input:
+        perception=expand(f"{R}/perception/{{model}}.json", model=["base", "stage1", "stage2-main"]),
+        scoring=expand(f"{R}/scoring/{{model}}.json", model=evaluated_models()),
+        curves=[f"{R}/curves/stage1.jsonl"] + expand(f"{R}/curves/stage2-{{v}}.jsonl", v=stage2_variants()),
+        data_stats=f"{R}/perception_data_stats.json",
+    output:
+        f"{R}/metrics.json",
+    params:
+        variants=stage2_variants(),
+    log:
+        f"{L}/metrics.log",
+    threads: 1
+    resources:
+        runtime=10,
+        mem_mb=1000,
+    script:
+        "../workflow_scripts/metrics.py"
+
+
+rule report:
+    input:
+        metrics=f"{R}/metrics.json",
+        data_plots=f"{REP}/figures/data",
+    output:
+        report=f"{REP}/report.md",
+        figures=directory(f"{REP}/figures/training"),
+    log:
+        f"{L}/report.log",
+    threads: 1
+    resources:
+        runtime=10,
+        mem_mb=1000,
+    script:
+        "../workflow_scripts/report.py"

@@ -1,0 +1,186 @@
+"""results/metrics.json (every number of the run) and reports/report.md (rendered from it alone)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from refine_iqa.eval.perception import EASY_FAMILIES, TABLE_FAMILIES
+from refine_iqa.io_utils import atomic_write_json, atomic_write_text, read_json, read_jsonl
+
+# The paper's own numbers, printed beside ours for reference (Tables 1-3, overall columns).
+PAPER = {
+    "table1_overall": {"base": 0.5125, "stage1": 0.7637, "stage2-main": 0.7318},
+    "table2_overall_s1": 0.772,
+    "table3": {"koniq10k": (0.938, 0.924), "spaq": (0.927, 0.921), "livec": (0.860, 0.885),
+               "agiqa3k": (0.798, 0.841), "kadid10k": (0.698, 0.702), "csiq": (0.724, 0.758)},
+    "table4_overall_s2_think": 0.8148,
+}
+CURVE_KEYS = ("reward", "reward_std", "rewards/answer_reward/mean", "rewards/format_reward/mean",
+              "rewards/pd_reward/mean", "rewards/description_reward/mean", "rewards/grounding_reward/mean",
+              "completions/mean_length", "think/mean_words", "groups/frac_with_correct", "pd/r_ref", "loss",
+              "learning_rate")
+
+
+def _window_mean(curve: list[dict], key: str, first: bool, n: int = 20) -> float:
+    vals = [r[key] for r in curve if key in r]
+    vals = vals[:n] if first else vals[-n:]
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+def collect_metrics(params: dict, out_path, *, variants: list[str]) -> dict:
+    R = Path(params["paths"]["results"])
+    m: dict = {"configuration": "paper" if params.get("overlay") else "embedded",
+               "synthetic_scoring_data": params["data"]["scoring"]["source"] == "synthetic",
+               "perception": {}, "scoring": {}, "curves": {}, "data": read_json(R / "perception_data_stats.json")}
+    for name in ("base", "stage1", "stage2-main"):
+        m["perception"][name] = read_json(R / "perception" / f"{name}.json")
+    for name in ["base", "stage1"] + [f"stage2-{v}" for v in variants]:
+        m["scoring"][name] = read_json(R / "scoring" / f"{name}.json")
+    for stage in ["stage1"] + [f"stage2-{v}" for v in variants]:
+        curve = read_jsonl(R / "curves" / f"{stage}.jsonl")
+        m["curves"][stage] = {"steps": len(curve), **{
+            k: {"first20": _window_mean(curve, k, True), "last20": _window_mean(curve, k, False)}
+            for k in CURVE_KEYS if any(k in r for r in curve)}}
+    atomic_write_json(out_path, m)
+    return m
+
+
+def _fmt(x, pct=False) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{100 * x:.2f}%" if pct else f"{x:.3f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _plot_curves(curves: dict[str, list[dict]], key: str, path: Path, title: str, ylabel: str) -> str | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = {name: [(r["step"], r[key]) for r in c if key in r] for name, c in curves.items()}
+    series = {k: v for k, v in series.items() if v}
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, pts in series.items():
+        xs, ys = zip(*pts)
+        k = max(1, len(ys) // 25)  # moving average keeps noisy RL curves readable
+        smooth = [sum(ys[max(0, i - k + 1): i + 1]) / len(ys[max(0, i - k + 1): i + 1]) for i in range(len(ys))]
+        ax.plot(xs, smooth, label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name("." + path.name)
+    fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    tmp.replace(path)
+    return path.name
+
+
+def render_report(params: dict, metrics_path, report_path, figures_dir) -> Path:
+    m = read_json(metrics_path)
+    R = Path(params["paths"]["results"])
+    figures_dir = Path(figures_dir)
+    report_path = Path(report_path)
+    rel = Path(os.path.relpath(figures_dir, report_path.parent))
+    curves = {name: read_jsonl(R / "curves" / f"{name}.jsonl") for name in m["curves"]}
+    out = [f"# Refine-IQA run report ({m['configuration']} configuration)", ""]
+    if m["configuration"] == "embedded":
+        out += ["> Embedded configuration: a ~0.4M-parameter Qwen2.5-VL built locally with random weights, a format-only "
+                "warm start on RANDOM answers, generated scenes and a SYNTHETIC scoring set (proxy MOS from an "
+                "offline full-reference metric). The numbers show the pipeline works and what RL changed at this "
+                "scale; they are not comparable to the paper's, which are printed beside them for reference.", ""]
+    # Data
+    d = m["data"]
+    out += ["## Refine-Perception data", "", f"Review mode: {d.get('review_mode')}; automatic QC removals: {d.get('qc')}.", ""]
+    for key, p in sorted(d.get("plots", {}).items()):
+        out.append(f"![{key}]({os.path.relpath(p, report_path.parent)})")
+    out.append("")
+    # Tables 1-2
+    fams = list(TABLE_FAMILIES)
+    for task, title, pct in (("description", "Table 1: description accuracy (object, distortion and severity all right)", True),
+                             ("grounding", "Table 2: grounding IoU", False)):
+        out += [f"## {title}", ""]
+        for ref, label in (("all", "FR + NR"), ("fr", "full-reference"), ("nr", "no-reference")):
+            rows = []
+            for name in ("base", "stage1", "stage2-main"):
+                t = m["perception"][name][task][ref]
+                rows.append([name] + [_fmt(t[f], pct) for f in fams] + [_fmt(t["easy"], pct), _fmt(t["hard"], pct), _fmt(t["overall"], pct)])
+            b, s1 = m["perception"]["base"][task][ref], m["perception"]["stage1"][task][ref]
+            rows.append(["advantage (S1 - base)"] + [_fmt((s1[f] - b[f]) if not (math.isnan(s1[f]) or math.isnan(b[f])) else math.nan, pct) for f in fams + ["easy", "hard", "overall"]])
+            out += [f"**{label}** (n = {m['perception']['base'][task][ref]['n']})", "",
+                    _table(["model"] + fams + ["easy", "hard", "overall"], rows), ""]
+        if task == "description":
+            rows = [[n] + [_fmt(m["perception"][n]["description"]["all"][f"{f}_accuracy"], True) for f in ("object", "family", "severity")]
+                    for n in ("base", "stage1", "stage2-main")]
+            out += ["Per-field accuracy (FR + NR):", "", _table(["model", "object", "distortion", "severity"], rows), ""]
+    out += [f"Paper (Qwen2.5-VL-7B, Refine-Perception-20K-test), overall description accuracy: base {PAPER['table1_overall']['base']:.2%}, "
+            f"S1 {PAPER['table1_overall']['stage1']:.2%}, S2 {PAPER['table1_overall']['stage2-main']:.2%}; grounding IoU S1 {PAPER['table2_overall_s1']}.", ""]
+    # Table 3 / Stage-2 before-after
+    out += ["## Table 3: scoring (SRCC / PLCC, no-think, probability-based score)", ""]
+    rows = []
+    for name, res in m["scoring"].items():
+        for ds, r in res["datasets"].items():
+            paper = PAPER["table3"].get(ds)
+            rows.append([name, ds + (" (synthetic)" if ds == "synthetic" else ""), _fmt(r["no_think"]["prob"]["srcc"]),
+                         _fmt(r["no_think"]["prob"]["plcc"]), f"{paper[0]:.3f} / {paper[1]:.3f}" if paper else "-"])
+    out += [_table(["model", "dataset", "SRCC", "PLCC", "paper SRCC / PLCC"], rows), ""]
+    out += ["## Stage-2 before / after (think mode, synthetic test set)", ""]
+    rows = []
+    for name in ("stage1", "stage2-main"):
+        for ds, r in m["scoring"][name]["datasets"].items():
+            t = r["think"]
+            rows.append([name, ds, _fmt(t["prob"]["srcc"]), _fmt(t["numeric"].get("srcc")), _fmt(t["numeric"]["hit_rate"]),
+                         _fmt(t["numeric"]["mae_scaled"]), _fmt(t["format_compliance"])])
+    out += [_table(["model", "dataset", "SRCC (prob)", "SRCC (numeric)", "hit rate |err|<0.5", "MAE", "format"], rows), ""]
+    # Tables 5-6
+    out += ["## Table 5: ablations (each its own Stage-2 run; think-mode numeric hit rate and SRCC)", ""]
+    rows = []
+    for name, res in m["scoring"].items():
+        if not name.startswith("stage2-"):
+            continue
+        for ds, r in res["datasets"].items():
+            c = m["curves"].get(name, {})
+            rows.append([name.removeprefix("stage2-"), ds, _fmt(r["think"]["prob"]["srcc"]), _fmt(r["no_think"]["prob"]["srcc"]),
+                         _fmt(r["think"]["numeric"]["hit_rate"]),
+                         _fmt(c.get("rewards/answer_reward/mean", {}).get("first20")), _fmt(c.get("rewards/answer_reward/mean", {}).get("last20"))])
+    out += [_table(["variant", "dataset", "SRCC think (prob)", "SRCC no-think (prob)", "hit rate think", "answer reward first 20", "answer reward last 20"], rows), ""]
+    out += ["## Table 6: numeric vs probability-based inference (SRCC / PLCC)", ""]
+    rows = []
+    for name, res in m["scoring"].items():
+        for ds, r in res["datasets"].items():
+            for mode in ("no_think", "think"):
+                x = r[mode]
+                rows.append([name, ds, mode, f"{_fmt(x['numeric'].get('srcc'))} / {_fmt(x['numeric'].get('plcc'))}",
+                             f"{_fmt(x['prob']['srcc'])} / {_fmt(x['prob']['plcc'])}", _fmt(x["numeric"]["parse_rate"])])
+    out += [_table(["model", "dataset", "mode", "numeric", "probability", "numeric parse rate"], rows), ""]
+    # Figures
+    out += ["## Training curves", ""]
+    s2 = {k: v for k, v in curves.items() if k.startswith("stage2")}
+    figs = [
+        (_plot_curves({"stage1": curves["stage1"]}, "reward", figures_dir / "stage1_reward.png", "Stage-1 total reward", "reward"), "Stage-1 reward"),
+        (_plot_curves({"stage1": curves["stage1"]}, "rewards/description_reward/mean", figures_dir / "stage1_description.png", "Stage-1 description reward", "reward"), "Stage-1 description reward"),
+        (_plot_curves({"stage1": curves["stage1"]}, "rewards/grounding_reward/mean", figures_dir / "stage1_grounding.png", "Stage-1 grounding reward (IoU)", "IoU"), "Stage-1 grounding reward"),
+        (_plot_curves(s2, "rewards/answer_reward/mean", figures_dir / "stage2_answer_reward.png", "Stage-2 answer reward (think vs no-think: Figure 5 right)", "answer reward"), "Stage-2 answer reward"),
+        (_plot_curves({k: v for k, v in s2.items() if k in ("stage2-main", "stage2-no_pd")}, "think/mean_words", figures_dir / "stage2_think_length.png", "Think length, PD on vs off (Figure 5 left)", "words in think"), "Think length with PD on and off"),
+        (_plot_curves(s2, "reward_std", figures_dir / "stage2_reward_std.png", "Stage-2 reward std", "std"), "Reward std"),
+        (_plot_curves(s2, "rewards/pd_reward/mean", figures_dir / "stage2_pd_reward.png", "PD reward", "r_pd"), "PD reward"),
+        (_plot_curves(s2, "groups/frac_with_correct", figures_dir / "stage2_groups_correct.png", "Groups with a correct rollout", "fraction"), "Fraction of groups with a correct rollout"),
+    ]
+    for name, caption in figs:
+        if name:
+            out += [f"**{caption}**", "", f"![{caption}]({rel}/{name})", ""]
+    atomic_write_text(report_path, "\n".join(out) + "\n")
+    return report_path

@@ -1,0 +1,183 @@
+"""The review state machine: which item is on screen, what each key does, and the deletion cap.
+
+The state is a pure function of the event log (`apply` replays it), so a restarted server shows exactly
+the item the reviewer left. `check` decides whether a live action is allowed BEFORE it is written.
+
+Modes: "review" (first pass over every item, skipped items come back after the end), "verify" (post-hoc
+verification: every item deleted in the first pass is shown again to confirm the deletion or restore it),
+"done". A decision moves to the next item still to do, wrapping round; "back" steps to the previous item.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from refine_iqa.review.decisions import REASONS
+from refine_iqa.review.manifest import FAMILY_NAMES, ReviewItem
+
+
+class ActionRefused(Exception):
+    """A live action that is not allowed now; `code` is machine-readable, the message is for the screen."""
+
+    def __init__(self, code: str, message: str):
+        self.code = code
+        super().__init__(message)
+
+
+class ReviewSession:
+    def __init__(self, items: Sequence[ReviewItem], max_deletions: int):
+        self.items = {it.id: it for it in items}
+        self.order = [it.id for it in items]
+        self.index = {item_id: i for i, item_id in enumerate(self.order)}
+        self.max_deletions = max_deletions
+        self.decisions: dict[str, dict] = {}
+        self.ever_rejected: set[str] = set()
+        self.mode = "review" if self.order else "done"
+        self.cursor: str | None = self.order[0] if self.order else None
+
+    # ---- derived views ------------------------------------------------------------------------------------
+    def status(self, item_id: str) -> str | None:
+        d = self.decisions.get(item_id)
+        return d["status"] if d else None
+
+    def awaits_verification(self, item_id: str) -> bool:
+        d = self.decisions.get(item_id)
+        return bool(d) and d["status"] == "rejected" and not d["verified"]
+
+    @property
+    def verify_list(self) -> list[str]:
+        """Items deleted at some point, in batch order; they stay listed after a restore (back works)."""
+        return [i for i in self.order if i in self.ever_rejected]
+
+    @property
+    def deleted(self) -> int:
+        return sum(1 for d in self.decisions.values() if d["status"] == "rejected")
+
+    def can_delete(self, item_id: str | None = None) -> bool:
+        item_id = item_id or self.cursor
+        return self.status(item_id) == "rejected" or self.deleted < self.max_deletions
+
+    def _next(self, after: str, pool: list[str], wanted) -> str | None:
+        """First id in `pool` after `after`, wrapping round and never `after` itself, for which `wanted(id)` holds."""
+        i = self.index[after] if pool is self.order else pool.index(after)
+        n = len(pool)
+        # Walk from i + 1 round to i - 1 without copying the list: replaying a long log stays linear in practice.
+        return next((pool[(i + k) % n] for k in range(1, n) if wanted(pool[(i + k) % n])), None)
+
+    def _undecided(self, item_id: str) -> bool:
+        return item_id not in self.decisions
+
+    def _finish_review(self) -> None:
+        first = next((i for i in self.order if self.awaits_verification(i)), None)
+        self.mode, self.cursor = ("verify", first) if first else ("done", None)
+
+    def _advance(self, after: str) -> None:
+        if self.mode == "review":
+            nxt = self._next(after, self.order, self._undecided)
+            if nxt:
+                self.cursor = nxt
+            else:
+                self._finish_review()
+        else:
+            nxt = self._next(after, self.verify_list, self.awaits_verification)
+            self.mode, self.cursor = ("verify", nxt) if nxt else ("done", None)
+
+    def back_target(self) -> tuple[str, str] | None:
+        """(item id, mode) that "back" goes to, or None at the start."""
+        if self.mode == "done":
+            vl = self.verify_list
+            if vl:
+                return vl[-1], "verify"
+            return (self.order[-1], "review") if self.order else None
+        pool = self.order if self.mode == "review" else self.verify_list
+        i = pool.index(self.cursor)
+        return (pool[i - 1], self.mode) if i > 0 else None
+
+    # ---- live checks -------------------------------------------------------------------------------------
+    def check(self, action: str, item_id: str, reason: str | None = None) -> None:
+        """Raise ActionRefused when `action` on `item_id` is not allowed now. Actions: accept, delete, skip, back."""
+        if self.mode == "done" and action != "back":
+            raise ActionRefused("done", "Everything in this batch is reviewed and verified; press b to go back.")
+        if action != "back" and item_id != self.cursor:
+            raise ActionRefused("stale", f"Item {item_id!r} is not the one on screen any more "
+                                "(another tab?); the page has been refreshed.")
+        if action == "back":
+            if self.mode != "done" and item_id != self.cursor:
+                raise ActionRefused("stale", "The page was out of date; it has been refreshed.")
+            if self.back_target() is None:
+                raise ActionRefused("at_start", "This is the first item; there is nothing before it.")
+        elif action == "delete":
+            # In verification a reason is optional (confirming keeps the first one); the cap holds in both modes.
+            if (reason is not None and reason not in REASONS) or (self.mode == "review" and reason is None):
+                raise ActionRefused("bad_reason", f"Choose a reason: {', '.join(REASONS)}.")
+            if not self.can_delete(item_id):
+                raise ActionRefused("limit_reached", self.limit_message())
+        elif action == "skip":
+            pool, todo = ((self.order, self._undecided) if self.mode == "review"
+                          else (self.verify_list, self.awaits_verification))
+            if todo(item_id) and self._next(item_id, pool, todo) is None:
+                what = "without a decision: accept (a) or delete (d)" if self.mode == "review" else \
+                    "to verify: confirm the deletion (d) or restore it (a)"
+                raise ActionRefused("last_item", f"This is the last item {what}.")
+        elif action != "accept":
+            raise ActionRefused("bad_action", f"Unknown action {action!r}.")
+
+    def limit_message(self) -> str:
+        restore = ", or go back (b) and restore a deleted one" if self.deleted else ""
+        return (f"Deletion limit reached: {self.deleted} of {len(self.order)} items are already deleted in this "
+                f"batch (at most {self.max_deletions} may be). Accept (a) or skip (s) this item{restore}.")
+
+    def make_event(self, action: str, item_id: str, reason: str | None, by: str) -> dict:
+        """The log line for an allowed action (call `check` first)."""
+        if action == "back":
+            target, mode = self.back_target()
+            return {"event": "back", "item_id": target, "by": by, "phase": mode}
+        if action == "skip":
+            return {"event": "skip", "item_id": item_id, "by": by, "phase": self.mode}
+        verify = self.mode == "verify"
+        if action == "accept":
+            status, reason = "accepted", None
+        else:
+            status = "rejected"
+            if verify:  # confirming keeps the reason given in the first pass unless a new one is chosen
+                reason = reason if reason in REASONS else (self.decisions.get(item_id) or {}).get("reason") or "other"
+        return {"event": "decision", "item_id": item_id, "status": status, "reason": reason, "by": by,
+                "phase": self.mode, "verified": verify, "rule": None}
+
+    # ---- state transitions (live and replay) -----------------------------------------------------------------
+    def apply(self, ev: dict) -> None:
+        item_id = ev["item_id"]
+        if item_id not in self.index:
+            where = f"line {ev['_line']}: " if "_line" in ev else ""
+            raise KeyError(f"{where}item {item_id!r} is not an item of this batch under review")
+        kind = ev["event"]
+        if kind == "back":
+            self.cursor, self.mode = item_id, ev["phase"]
+        elif kind == "skip":
+            self.cursor = item_id
+            self._advance(item_id)
+        elif kind == "decision":
+            self.decisions[item_id] = {k: ev[k] for k in ("status", "reason", "by", "verified")}
+            if ev["status"] == "rejected":
+                self.ever_rejected.add(item_id)
+            self.cursor = item_id
+            self._advance(item_id)
+        else:
+            raise ValueError(f"event {kind!r} does not belong to the review session")
+
+    # ---- progress ------------------------------------------------------------------------------------------------
+    def progress(self) -> dict:
+        fams: dict[str, dict] = {}
+        for item_id in self.order:
+            fam = self.items[item_id].family
+            row = fams.setdefault(fam, {"family": fam, "name": FAMILY_NAMES[fam], "total": 0, "reviewed": 0,
+                                        "deleted": 0, "remaining": 0})
+            row["total"] += 1
+            st = self.status(item_id)
+            row["reviewed" if st else "remaining"] += 1
+            row["deleted"] += st == "rejected"
+        reviewed = len(self.decisions)
+        return {"total": len(self.order), "reviewed": reviewed, "remaining": len(self.order) - reviewed,
+                "deleted": self.deleted, "max_deletions": self.max_deletions,
+                "to_verify": sum(self.awaits_verification(i) for i in self.order),
+                "per_family": [fams[f] for f in sorted(fams, key=lambda f: list(FAMILY_NAMES).index(f))]}

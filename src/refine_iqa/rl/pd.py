@@ -1,0 +1,211 @@
+"""The probability-difference (PD) reward (paper Eqs. 2-5), computed on the live policy.
+
+For every think rollout that is already correct (r_ans = r_fmt = 1, the only ones Eq. 5 adds r_pd to), the
+predicted score is replaced by the ground truth `s` (one decimal), prompt + completion is teacher-forced
+through the current policy, and the softmax probabilities of the ground-truth digit tokens are read:
+r_think = sum_k w_k z_k. r_ref is the same quantity for the fixed no-think completion
+`[answer]Score: s[/answer]` under the no-think prompt, once per prompt. r_pd = clip(r_think - r_ref, 0, 1).
+
+All sequences of a step go through one batched forward pass without gradient (chunked by `chunk_size`);
+every process makes the same number of forward calls (DeepSpeed ZeRO-3 gathers parameters collectively).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from refine_iqa import parsing
+from refine_iqa import prompts as P
+from refine_iqa.rewards import answer_reward, completion_text, digit_prob_reward, pd_reward
+
+
+@dataclass
+class TeacherForcedItem:
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    digit_positions: list[int]  # indices into completion_ids of the ground-truth digit tokens
+    digit_token_ids: list[int]
+    images: list  # PIL images of the prompt, in order
+
+
+def _images_of(messages) -> list:
+    out = []
+    for m in messages:
+        if isinstance(m.get("content"), list):
+            out.extend(part["image"] for part in m["content"] if part.get("type") == "image" and "image" in part)
+    return out
+
+
+def _with_text(messages, text: str):
+    """The same user turn (same image slots) with the prompt text replaced."""
+    new = []
+    for m in messages:
+        if m["role"] == "user" and isinstance(m.get("content"), list):
+            content = [p for p in m["content"] if p.get("type") != "text"] + [{"type": "text", "text": text}]
+            new.append({**m, "content": content})
+        else:
+            new.append(m)
+    return new
+
+
+def substitute_score(text: str, score: float, tags) -> tuple[str, tuple[int, int]] | None:
+    """Replace the predicted score by `score` (one decimal); returns (new text, span of the new number)."""
+    span = parsing.score_span(text, tags)
+    if span is None:
+        return None
+    s = P.format_score(score)
+    return text[: span[0]] + s + text[span[1] :], (span[0], span[0] + len(s))
+
+
+class TeacherForcer:
+    """Tokenises prompt + completion like the trainer does and reads digit probabilities in batches."""
+
+    def __init__(self, processor, chunk_size: int = 16):
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.chunk_size = chunk_size
+
+    def prompt_ids(self, messages) -> list[int]:
+        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        images = _images_of(messages) or None
+        enc = self.processor(text=[text], images=[images] if images else None, return_tensors="pt")
+        return enc["input_ids"][0].tolist()
+
+    def item(self, prompt_ids: list[int], messages, completion: str, digit_span: tuple[int, int]) -> TeacherForcedItem:
+        enc = self.tokenizer(completion, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = enc["input_ids"], enc["offset_mapping"]
+        positions, tokens = [], []
+        for char_pos in range(digit_span[0], digit_span[1]):
+            if not completion[char_pos].isdigit():
+                continue  # the "." between the digits is not scored
+            idx = next((i for i, (a, b) in enumerate(offsets) if a == char_pos), None)
+            if idx is None or offsets[idx][1] != char_pos + 1:
+                raise ValueError(f"digit at {char_pos} of {completion!r} is not a single token; the PD reward needs a tokenizer that splits digits")
+            positions.append(idx)
+            tokens.append(ids[idx])
+        return TeacherForcedItem(prompt_ids, ids, positions, tokens, _images_of(messages))
+
+    @torch.no_grad()
+    def digit_probs(self, model, items: list[TeacherForcedItem], n_calls: int | None = None) -> list[list[float]]:
+        """Probabilities of each item's digit tokens. `n_calls` forces that many forward calls (ZeRO-3)."""
+        out: list[list[float]] = []
+        chunks = [items[i : i + self.chunk_size] for i in range(0, len(items), self.chunk_size)]
+        n_calls = max(n_calls or 0, len(chunks))
+        for c in range(n_calls):
+            chunk = chunks[c] if c < len(chunks) else chunks[-1][:1]  # a dummy call keeps ranks in step
+            probs = self._forward(model, chunk)
+            if c < len(chunks):
+                out.extend(probs)
+        return out
+
+    def _forward(self, model, chunk: list[TeacherForcedItem]) -> list[list[float]]:
+        device = next(model.parameters()).device
+        seqs = [it.prompt_ids + it.completion_ids for it in chunk]
+        length = max(len(s) for s in seqs)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(seqs), length), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), length), dtype=torch.long)
+        for i, s in enumerate(seqs):  # left padding: every completion ends at the last position
+            input_ids[i, length - len(s) :] = torch.tensor(s)
+            mask[i, length - len(s) :] = 1
+        kwargs = {}
+        images = [im for it in chunk for im in it.images]
+        if images:
+            vis = self.processor.image_processor(images=images, return_tensors="pt")
+            kwargs = {"pixel_values": vis["pixel_values"].to(device), "image_grid_thw": vis["image_grid_thw"].to(device)}
+        # Only the completion's logits are needed (the vocabulary of a real model is 152k wide).
+        keep = max(len(it.completion_ids) for it in chunk) + 1
+        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), logits_to_keep=keep, **kwargs).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        result = []
+        for i, it in enumerate(chunk):
+            row = []
+            for pos, tok in zip(it.digit_positions, it.digit_token_ids):
+                # Logits at position t predict token t+1. The kept window ends at the last position, where
+                # the completion's last token sits, so completion token `pos` is predicted `from_end` back.
+                from_end = len(it.completion_ids) - pos  # 1 for the completion's last token
+                row.append(math.exp(logprobs[i, keep - 1 - from_end, tok].item()))
+            result.append(row)
+        return result
+
+
+class PDReward:
+    """TRL reward function (callable) for Eq. 5's r_pd term; attach the trainer with `bind(trainer)`.
+
+    Returns r_pd for think rollouts with r_ans = r_fmt = 1 and 0.0 for all others, so the trainer's weighted
+    sum of answer, format and PD rewards is exactly Eq. 5.
+    """
+
+    __name__ = "pd_reward"
+
+    def __init__(self, processor, *, tags="paper", eps: float = 0.5, weights=(1.0, 0.1), no_think_template: str | None = None,
+                 chunk_size: int = 16):
+        self.tags = P.get_tag_style(tags)
+        self.eps = eps
+        self.weights = tuple(weights)
+        self.no_think_text = P.score_prompt(think=False, tags=self.tags, template=no_think_template)
+        self.forcer = TeacherForcer(processor, chunk_size=chunk_size)
+        self.trainer = None
+
+    def bind(self, trainer) -> "PDReward":
+        self.trainer = trainer
+        return self
+
+    def _model(self):
+        return self.trainer.model
+
+    def _n_calls(self, n_local: int) -> int:
+        """Same number of forward calls on every process (the maximum over processes)."""
+        acc = getattr(self.trainer, "accelerator", None)
+        if acc is None or acc.num_processes == 1:
+            return n_local
+        t = torch.tensor([n_local], device=acc.device)
+        return int(acc.gather(t).max().item())
+
+    def __call__(self, prompts, completions, mos_scaled, log_metric=None, **kwargs) -> list[float]:
+        texts = [completion_text(c) for c in completions]
+        rewards = [0.0] * len(texts)
+        # TRL repeats each prompt G times consecutively: a group is a run of equal prompts.
+        groups: list[list[int]] = []
+        for i in range(len(prompts)):
+            if i == 0 or prompts[i] != prompts[i - 1]:
+                groups.append([])
+            groups[-1].append(i)
+        items, owners = [], []  # owners[k] = (group index, rollout index or None for the reference)
+        for g, members in enumerate(groups):
+            first = members[0]
+            s = float(mos_scaled[first])
+            ref_messages = _with_text(prompts[first], self.no_think_text)
+            ref_text = P.no_think_reference_completion(s, self.tags)
+            ref_span = parsing.score_span(ref_text, self.tags)
+            items.append(self.forcer.item(self.forcer.prompt_ids(ref_messages), ref_messages, ref_text, ref_span))
+            owners.append((g, None))
+            think_prompt_ids = None
+            for i in members:
+                if not self._correct(texts[i], s):
+                    continue  # Eq. 5: r_pd only counts for rollouts with r_ans = r_fmt = 1
+                text, span = substitute_score(texts[i], s, self.tags)
+                if think_prompt_ids is None:
+                    think_prompt_ids = self.forcer.prompt_ids(prompts[first])
+                items.append(self.forcer.item(think_prompt_ids, prompts[first], text, span))
+                owners.append((g, i))
+        n_local = math.ceil(len(items) / self.forcer.chunk_size)
+        probs = self.forcer.digit_probs(self._model(), items, n_calls=self._n_calls(n_local))
+        ref_probs = {g: z for (g, i), z in zip(owners, probs) if i is None}
+        think_vals = []
+        for (g, i), z in zip(owners, probs):
+            if i is not None:
+                rewards[i] = pd_reward(z, ref_probs[g], self.weights)
+                think_vals.append(digit_prob_reward(z, self.weights))
+        if log_metric is not None:
+            refs = [digit_prob_reward(z, self.weights) for z in ref_probs.values()]
+            log_metric("pd/r_ref", sum(refs) / max(len(refs), 1))
+            if think_vals:
+                log_metric("pd/r_think", sum(think_vals) / len(think_vals))
+        return rewards
+
+    def _correct(self, text: str, s: float) -> bool:
+        return parsing.is_think_format(text, self.tags) and answer_reward(parsing.parse_score(text, self.tags), s, self.eps) == 1.0

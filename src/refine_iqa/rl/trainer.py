@@ -1,0 +1,110 @@
+"""GRPO trainer for both stages: TRL's GRPOTrainer plus the paper's modified advantage and extra logging.
+
+TRL computes advantages inline in `_generate_and_score_completions` (no hook), so this subclass keeps the
+gathered per-function rewards from `_calculate_rewards` and, when PM is on, recomputes the advantages with
+Eq. 6 afterwards and writes this process's slice back. TRL's own `frac_reward_zero_std` then still describes
+its default computation; the modified advantages are logged under `pm/*`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+from transformers import TrainerCallback
+from trl import GRPOTrainer
+
+from refine_iqa import parsing
+from refine_iqa.rewards import completion_text
+from refine_iqa.rl.advantages import modified_advantages
+
+
+class RefineGRPOTrainer(GRPOTrainer):
+    def __init__(self, *args, pm: dict | None = None, correct_from: tuple[str, str] | None = None,
+                 think_tags=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pm = pm  # {"delta", "sigma_min", "eps"} or None for TRL's standard advantage
+        self.correct_from = correct_from  # names of the answer and format reward functions
+        self.think_tags = think_tags  # log think length when training in think mode
+        self._last_rewards_per_func = None
+        if pm is not None and correct_from is None:
+            raise ValueError("the modified advantage needs correct_from=(answer reward name, format reward name)")
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._last_rewards_per_func = rewards_per_func  # gathered across processes
+        if self.think_tags is not None:
+            lengths = [_think_words(completion_text(c), self.think_tags) for c in completions]
+            self._log_metric("think/mean_words", sum(lengths) / max(len(lengths), 1))
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        rpf = self._last_rewards_per_func
+        if self.correct_from is None or rpf is None:
+            return output
+        mode = "train" if self.model.training else "eval"
+        G = self.num_generations if mode == "train" else self.num_generations_eval
+        names = list(self.reward_func_names)
+        ans = rpf[:, names.index(self.correct_from[0])]
+        fmt = rpf[:, names.index(self.correct_from[1])]
+        correct = (ans == 1) & (fmt == 1)
+        weights = self.reward_weights.to(rpf.device)
+        total = (rpf * weights.unsqueeze(0)).nansum(dim=1)
+        groups_correct = correct.view(-1, G).any(dim=1).float().mean().item()
+        self._metrics[mode]["groups/frac_with_correct"].append(groups_correct)
+        if self.pm is not None:
+            adv = modified_advantages(total.view(-1, G), correct.view(-1, G), delta=self.pm["delta"],
+                                      sigma_min=self.pm["sigma_min"], eps=self.pm["eps"]).view(-1)
+            n_local = output["advantages"].shape[0]
+            start = self.accelerator.process_index * n_local
+            output["advantages"] = adv[start : start + n_local].to(output["advantages"].device)
+            self._metrics[mode]["pm/advantage_mean"].append(adv.mean().item())
+            self._metrics[mode]["pm/advantage_std"].append(adv.std().item() if adv.numel() > 1 else 0.0)
+            self._metrics[mode]["pm/frac_positive"].append((adv > 0).float().mean().item())
+        return output
+
+
+def _think_words(text: str, tags) -> int:
+    start = text.find(tags.think_open)
+    end = text.find(tags.think_close, start + 1) if start >= 0 else -1
+    if start < 0 or end < 0:
+        return 0
+    return len(text[start + len(tags.think_open) : end].split())
+
+
+class MetricsSink(TrainerCallback):
+    """Forwards every training log to a JSON Lines file (for the report's plots) and to a callback (MLflow)."""
+
+    def __init__(self, jsonl_path: str | os.PathLike, on_log: Callable[[dict, int], None] | None = None):
+        self.path = Path(jsonl_path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("")
+        self._sink = on_log
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or not state.is_world_process_zero:
+            return
+        rec = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if self._sink is not None:
+            self._sink(rec, state.global_step)
+
+
+def read_curve(path: str | os.PathLike) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def set_seed_everywhere(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

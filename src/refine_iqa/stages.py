@@ -1,0 +1,363 @@
+"""One function per workflow step, composed from the library. The CLI and the workflow scripts call these.
+
+Each step takes the validated params dict (see config.py) and explicit input/output paths, writes its
+outputs atomically, and logs to MLflow through `tracking` (a no-op when tracking is off).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+from pathlib import Path
+
+from refine_iqa import prompts, tracking
+from refine_iqa.io_utils import atomic_write_json, read_json, read_jsonl, write_jsonl
+
+log = logging.getLogger("refine_iqa")
+
+
+# --- small shared helpers -------------------------------------------------------------------------------
+
+def setup_compute(params: dict) -> str:
+    import torch
+
+    torch.set_num_threads(params["compute"]["threads"])
+    device = params["compute"]["device"]
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("compute.device is cuda but no GPU is visible; set compute.device: cpu")
+    return device
+
+
+def _load(params: dict, model_dir, device: str):
+    from refine_iqa.model.loading import load_model_and_processor
+
+    m = params["model"]
+    return load_model_and_processor(model_dir, dtype=m["dtype"], attn_implementation=m["attn_implementation"],
+                                    device=device, min_pixels=m["min_pixels"], max_pixels=m["max_pixels"])
+
+
+def _progress(name: str):
+    """A progress callback printing at most ~20 lines (jobs log to files; tqdm bars there are noise)."""
+    state = {"last": -1}
+
+    def report(done: int, total: int, *extra):
+        pct = int(100 * done / max(total, 1)) // 5
+        if pct != state["last"] or done == total:
+            state["last"] = pct
+            tail = f" loss={extra[0]:.4f}" if extra else ""
+            print(f"[{name}] {done}/{total}{tail}", flush=True)
+
+    return report
+
+
+def _tags(params: dict):
+    return prompts.get_tag_style(params["prompts"]["tags"])
+
+
+def perception_items(manifest_path, split: str) -> list[dict]:
+    return [r for r in read_jsonl(manifest_path)
+            if r.get("split") == split and r.get("review", {}).get("status") != "rejected"]
+
+
+# --- model -----------------------------------------------------------------------------------------------
+
+def build_model(params: dict, out_dir) -> Path:
+    from refine_iqa.model.build_tiny import build_tiny_model
+
+    t = params["model"]["tiny"]
+    return build_tiny_model(out_dir, seed=t["seed"], min_pixels=params["model"]["min_pixels"],
+                            max_pixels=params["model"]["max_pixels"], vocab_size=t["vocab_size"],
+                            hidden_size=t["hidden_size"], num_layers=t["num_layers"])
+
+
+def warm_start(params: dict, model_dir, manifest_path, scoring_train_path, out_dir, curve_path) -> Path:
+    """EMBEDDED ONLY: format warm start on random answers over all four output formats."""
+    from refine_iqa.model.loading import save_model_and_processor
+    from refine_iqa.rl.samples import build_stage1_train, build_stage2
+    from refine_iqa.rl.warmstart import warm_start as _warm
+
+    device = setup_compute(params)
+    ws = params["warmstart"]
+    model, processor = _load(params, model_dir, device)
+    tags = _tags(params)
+    items = perception_items(manifest_path, "train")
+    scoring = read_jsonl(scoring_train_path)
+    samples = build_stage1_train(items, processor, task_mix={"description": 1, "grounding": 1}, fr_fraction=0.5,
+                                 seed=params["seed"], tags=tags)
+    samples += build_stage2(scoring, think=True, tags=tags) + build_stage2(scoring, think=False, tags=tags)
+    with tracking.stage_run("warmstart", params["tracking"], params={"warmstart": ws, "model": params["model"]}) as run:
+        losses = _warm(model, processor, samples, steps=ws["steps"], learning_rate=ws["learning_rate"],
+                       batch_size=ws["batch_size"], seed=params["seed"], tags=tags, think_words=ws["think_words"],
+                       progress=_progress("warmstart"))
+        curve = [{"step": i + 1, "loss": v} for i, v in enumerate(losses)]
+        for rec in curve[:: max(1, len(curve) // 100)]:
+            run.log_metrics({"warmstart/loss": rec["loss"]}, step=rec["step"])
+        write_jsonl(curve_path, curve)
+        save_model_and_processor(model, processor, out_dir)
+    return Path(out_dir)
+
+
+# --- training ---------------------------------------------------------------------------------------------
+
+def train_stage1(params: dict, base_dir, manifest_path, out_dir, curve_path) -> Path:
+    from refine_iqa.model.loading import save_model_and_processor
+    from refine_iqa.rewards import get_stage1_reward_funcs
+    from refine_iqa.rl.grpo import run_grpo
+    from refine_iqa.rl.samples import build_stage1_train
+
+    device = setup_compute(params)
+    s1 = params["stage1"]
+    model, processor = _load(params, base_dir, device)
+    tags = _tags(params)
+    samples = build_stage1_train(perception_items(manifest_path, "train"), processor, task_mix=s1["task_mix"],
+                                 fr_fraction=s1["fr_fraction"], seed=params["seed"], tags=tags)
+    print(f"[stage1] {len(samples)} training samples", flush=True)
+    with tracking.stage_run("stage1", params["tracking"], params={"stage1": s1, "model": params["model"]}) as run:
+        run_grpo(model, processor, samples, get_stage1_reward_funcs(tags, s1["choice_reward"]), s1["grpo"],
+                 seed=params["seed"], curve_path=curve_path, device=device, on_log=run.log_metrics)
+        save_model_and_processor(model, processor, out_dir)
+    return Path(out_dir)
+
+
+# Stage-2 variants: the main run and the ablations of Tables 5-6.
+STAGE2_VARIANTS = {
+    "main": {},
+    "no_stage1": {"init": "base"},
+    "no_pd": {"pd": False},
+    "no_pm": {"pm": False},
+    "no_pd_no_pm": {"pd": False, "pm": False},
+    "no_think": {"mode": "no_think"},
+}
+
+
+def stage2_settings(params: dict, variant: str) -> dict:
+    if variant not in STAGE2_VARIANTS:
+        raise ValueError(f"unknown Stage-2 variant {variant!r}; use one of {sorted(STAGE2_VARIANTS)}")
+    s2 = params["stage2"]
+    v = STAGE2_VARIANTS[variant]
+    return {
+        "mode": v.get("mode", s2["mode"]),
+        "init": v.get("init", s2["init"]),
+        "pd": v.get("pd", s2["pd"]["enabled"]),
+        "pm": v.get("pm", s2["pm"]["enabled"]),
+    }
+
+
+def train_stage2(params: dict, init_dir, scoring_train_path, out_dir, curve_path, variant: str = "main") -> Path:
+    from refine_iqa.model.loading import save_model_and_processor
+    from refine_iqa.rewards import get_stage2_reward_funcs
+    from refine_iqa.rl.grpo import run_grpo
+    from refine_iqa.rl.pd import PDReward
+    from refine_iqa.rl.samples import build_stage2
+
+    device = setup_compute(params)
+    s2 = params["stage2"]
+    v = stage2_settings(params, variant)
+    think = v["mode"] == "think"
+    tags = _tags(params)
+    model, processor = _load(params, init_dir, device)
+    samples = build_stage2(read_jsonl(scoring_train_path), think=think, tags=tags)
+    funcs = get_stage2_reward_funcs(tags, mode=v["mode"], eps=s2["answer_eps"])
+    weights = list(s2["lambdas"][:2])
+    bind = []
+    if v["pd"] and think:  # PD compares think against no-think: it has no meaning in no-think training
+        pd = PDReward(processor, tags=tags, eps=s2["answer_eps"], weights=s2["pd"]["weights"])
+        funcs = funcs + [pd]
+        weights.append(s2["lambdas"][2])
+        bind.append(pd)
+    pm = {k: s2["pm"][k] for k in ("delta", "sigma_min", "eps")} if v["pm"] else None
+    print(f"[stage2:{variant}] {len(samples)} samples, settings {v}", flush=True)
+    with tracking.stage_run(f"stage2-{variant}", params["tracking"],
+                            params={"stage2": s2, "variant": variant, **{f"variant.{k}": x for k, x in v.items()}}) as run:
+        run_grpo(model, processor, samples, funcs, s2["grpo"], seed=params["seed"], curve_path=curve_path,
+                 device=device, reward_weights=weights, pm=pm, correct_from=("answer_reward", "format_reward"),
+                 think_tags=tags if think else None, on_log=run.log_metrics, bind=bind)
+        save_model_and_processor(model, processor, out_dir)
+    return Path(out_dir)
+
+
+# --- evaluation -------------------------------------------------------------------------------------------
+
+def eval_perception(params: dict, model_dir, manifest_path, out_json, preds_path, name: str) -> dict:
+    from refine_iqa.eval.perception import evaluate_perception
+    from refine_iqa.rl.samples import build_stage1_eval
+
+    device = setup_compute(params)
+    model, processor = _load(params, model_dir, device)
+    samples = build_stage1_eval(perception_items(manifest_path, "test"), processor, tags=_tags(params))
+    with tracking.stage_run(f"eval-perception-{name}", params["tracking"]) as run:
+        summary, preds = evaluate_perception(model, processor, samples, tags=_tags(params),
+                                             batch_size=params["evaluate"]["batch_size"],
+                                             progress=_progress(f"perception:{name}"))
+        write_jsonl(preds_path, preds)
+        atomic_write_json(out_json, {"model": name, **summary})
+        run.log_metrics({"description_overall": summary["description"]["all"]["overall"],
+                         "grounding_iou_overall": summary["grounding"]["all"]["overall"]})
+        run.log_artifact(out_json)
+    return summary
+
+
+def scoring_eval_sets(params: dict, scoring_test_path) -> dict[str, list[dict]]:
+    """name -> records with image_path, mos (raw label, sign-corrected as `label`) and mos_scaled."""
+    sc = params["data"]["scoring"]
+    if sc["source"] == "synthetic":
+        recs = read_jsonl(scoring_test_path)
+        for r in recs:
+            r.setdefault("label", r["mos"])
+        return {"synthetic": recs}
+    from refine_iqa.data import iqa_datasets
+
+    out = {}
+    for name in sc["eval_datasets"]:
+        df = iqa_datasets.load(name, sc["roots"][name])
+        df = df[df["split"] == "test"]
+        out[name] = [{"id": f"{name}-{i}", "image_path": r.image_path, "mos": float(r.mos), "label": float(r.label),
+                      "mos_scaled": float(r.mos_scaled)} for i, r in enumerate(df.itertuples())]
+    return out
+
+
+def eval_scoring(params: dict, model_dir, scoring_test_path, out_json, preds_path, name: str) -> dict:
+    from refine_iqa.eval.scoring import evaluate_scoring
+    from refine_iqa.rl.samples import build_stage2
+
+    device = setup_compute(params)
+    model, processor = _load(params, model_dir, device)
+    tags = _tags(params)
+    result, all_preds = {"model": name, "datasets": {}}, []
+    with tracking.stage_run(f"eval-scoring-{name}", params["tracking"]) as run:
+        for ds, recs in scoring_eval_sets(params, scoring_test_path).items():
+            result["datasets"][ds] = {}
+            for think in (False, True):
+                mode = "think" if think else "no_think"
+                samples = build_stage2(recs, think=think, tags=tags)
+                res, preds = evaluate_scoring(
+                    model, processor, samples, [r["label"] for r in recs], think=think, tags=tags,
+                    scaled=[r["mos_scaled"] for r in recs], max_new_tokens=params["evaluate"]["max_new_tokens"],
+                    batch_size=params["evaluate"]["batch_size"], progress=_progress(f"scoring:{name}:{ds}:{mode}"))
+                result["datasets"][ds][mode] = res
+                all_preds += [{"dataset": ds, "mode": mode, **p} for p in preds]
+                run.log_metrics({f"{ds}.{mode}.prob.srcc": res["prob"]["srcc"], f"{ds}.{mode}.prob.plcc": res["prob"]["plcc"],
+                                 f"{ds}.{mode}.numeric.hit_rate": res["numeric"]["hit_rate"]})
+        write_jsonl(preds_path, all_preds)
+        atomic_write_json(out_json, result)
+        run.log_artifact(out_json)
+    return result
+
+
+# --- data --------------------------------------------------------------------------------------------------
+
+def make_scenes(params: dict, out_dir) -> Path:
+    """Embedded source: procedurally generated scenes written as an image folder + COCO annotations."""
+    from refine_iqa.data.scenes import write_scene_dataset
+
+    s = params["data"]["perception"]["scenes"]
+    return write_scene_dataset(out_dir, s["n_images"], params["seed"], s["width"], s["height"])
+
+
+def _perception_sources(params: dict, scenes_dir, frames_dir):
+    from refine_iqa.data import sources
+
+    per = params["data"]["perception"]
+    src = per["source"]
+    if src == "scenes":
+        return [sources.iter_coco(Path(scenes_dir) / "annotations.json", Path(scenes_dir) / "images",
+                                  source="scenes", prefix="scene")]
+    if src == "coco":
+        return [sources.iter_coco(per["coco"]["annotations"], per["coco"]["images"])]
+    if src == "folder":
+        return [sources.iter_folder(per["folder"])]
+    v = per["video"]
+    ks = sources.KeyframeSettings(count=v["keyframes"], mode=v["mode"])
+    return [sources.iter_videos(v["path"], frames_dir, ks)]
+
+
+def curate_shard(params: dict, scenes_dir, out_dir, shard: int) -> Path:
+    from refine_iqa.data.curate import CurateSettings, curate
+    from refine_iqa.data.objects import ObjectRules, VlmSettings
+
+    per = params["data"]["perception"]
+    obj = per["objects"]
+    settings = CurateSettings(
+        dedup_max_distance=per["curate"]["dedup_max_distance"], quality=per["curate"]["quality"],
+        objects_backend=obj["backend"],
+        rules=ObjectRules(min_objects=obj["min_objects"], max_objects=obj["max_objects"], max_iou=obj["max_iou"],
+                          max_box_frac=obj["max_box_frac"], min_box_side=obj["min_box_side"]),
+        vlm=VlmSettings(obj["vlm"], obj["detector"], device=params["compute"]["device"]) if obj["backend"] == "vlm" else None,
+        shard_index=shard, num_shards=per["curate"]["shards"], device=params["compute"]["device"], show_progress=False,
+    )
+    summary = curate(_perception_sources(params, scenes_dir, Path(out_dir) / "frames"), out_dir, settings=settings)
+    print(f"[curate shard {shard}] {summary}", flush=True)
+    return Path(out_dir) / "curated.jsonl"
+
+
+def _synthesis_settings(params: dict):
+    from refine_iqa.data.assemble import SynthesisSettings
+
+    per = params["data"]["perception"]
+    syn = per["synthesize"]
+    test_size = syn["test_size"]
+    return SynthesisSettings(
+        seed=params["seed"], sample_by=syn["sample_by"], max_box_area_frac=per["objects"]["max_box_frac"],
+        min_box_side=per["objects"]["min_box_side"], review_mode="auto" if per["review"]["mode"] == "auto" else "manual",
+        test_size=test_size if test_size < 1 else int(test_size),
+    )
+
+
+def synthesize_shard(params: dict, curated_path, out_dir, shard: int) -> Path:
+    from refine_iqa.data.assemble import read_curated, synthesize_shard as _synth
+
+    num = params["data"]["perception"]["synthesize"]["shards"]
+    return _synth(read_curated(curated_path), out_dir, shard, num, _synthesis_settings(params))
+
+
+def synthesize_merge(params: dict, shard_paths, manifest_path, stats_json, plots_dir) -> dict:
+    """Merge shards, apply review decisions (manual mode), build the split, write statistics and plots."""
+    from refine_iqa.data import assemble, stats
+
+    settings = _synthesis_settings(params)
+    records = assemble.merge_manifests(shard_paths, manifest_path, settings)
+    review = params["data"]["perception"]["review"]
+    if review["mode"] == "manual":
+        from refine_iqa.review.decisions import load_decisions
+
+        records = assemble.apply_review_decisions(records, load_decisions(review["decisions"]))
+        records = assemble.build_split(records, settings.test_size, params["seed"], include_pending=False)
+        write_jsonl(manifest_path, records)
+    summary = {"stats": stats.manifest_stats(records), "qc": assemble.summarise_qc(records),
+               "review_mode": review["mode"]}
+    plots = stats.write_stats_plots(records, plots_dir)
+    summary["plots"] = {k: str(v) for k, v in plots.items()}
+    atomic_write_json(stats_json, summary)
+    with tracking.stage_run("synthesize", params["tracking"], params={"synthesize": params["data"]["perception"]["synthesize"]}) as run:
+        run.log_metrics({"items": len(records)})
+        run.log_artifact(stats_json)
+    return summary
+
+
+def scoring_set(params: dict, out_dir) -> dict:
+    """Stage-2 training records (and the synthetic test set): synthetic in the embedded configuration,
+    KonIQ-10k + SPAQ train (or any configured mix) from their native files in the paper's."""
+    sc = params["data"]["scoring"]
+    out_dir = Path(out_dir)
+    if sc["source"] == "synthetic":
+        from refine_iqa.data import scoring_set as ss
+
+        syn = sc["synthetic"]
+        if syn["kind"] == "brightness":
+            return ss.build_brightness_set(out_dir, n_train=syn["n_train"], n_test=syn["n_test"], seed=params["seed"], size=syn["size"])
+        return ss.build_synthetic_scoring_set(None, out_dir, n_train=syn["n_train"], n_test=syn["n_test"],
+                                              seed=params["seed"], metric=syn["metric"], size=syn["size"])
+    from refine_iqa.data import iqa_datasets
+
+    train = []
+    for name in sc["train_datasets"]:
+        df = iqa_datasets.load(name, sc["roots"][name], split_seed=params["seed"])
+        df = df[df["split"] == "train"]
+        train += [{"id": f"{name}-{i}", "image_path": r.image_path, "mos": float(r.mos), "label": float(r.label),
+                   "mos_scaled": float(r.mos_scaled), "dataset": name, "synthetic": False, "split": "train"}
+                  for i, r in enumerate(df.itertuples())]
+    write_jsonl(out_dir / "scoring_train.jsonl", train)
+    write_jsonl(out_dir / "scoring_test.jsonl", [])  # the real test sets are read per dataset at evaluation
+    return {"train": len(train)}
