@@ -7,11 +7,12 @@ from snakemake.exceptions import WorkflowError
 
 from refine_iqa.config import ConfigError, check_paths, resolve
 
-configfile: "params.yaml"
+# Always the repository's params.yaml (so `--directory` works); --configfile files merge over it.
+configfile: os.path.join(workflow.basedir, "params.yaml")
 
 # Malformed settings stop every invocation, dry-runs included.
 try:
-    _resolved = resolve(dict(config), source="params.yaml")
+    _resolved = resolve(dict(config), source="params.yaml", base_dir=workflow.basedir)
 except ConfigError as err:
     raise WorkflowError(f"configuration error: {err}")
 config.clear()

@@ -85,11 +85,17 @@ def digit_logits_after(model, processor, samples: list[dict], prefixes: list[str
 
 
 def score_samples(model, processor, samples: list[dict], *, think: bool, tags="paper", max_new_tokens: int = 48,
-                  batch_size: int = 16, progress=None) -> list[dict]:
-    """Both scores per sample: 'prob' (Eq. 8) and 'numeric' (the number written), plus the completion."""
+                  batch_size: int = 16, progress=None, answers: bool = True) -> list[dict]:
+    """Both scores per sample: 'prob' (Eq. 8) and 'numeric' (the number written), plus the completion.
+
+    With answers=False in no-think mode nothing is generated (the prob score needs only the forced prefix).
+    """
     style = prompts.get_tag_style(tags)
-    completions = generate(model, processor, samples, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                           progress=progress)
+    if answers or think:
+        completions = generate(model, processor, samples, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                               progress=progress)
+    else:
+        completions = [""] * len(samples)
     # No-think: the answer format is fixed, so the prefix is forced; think: read where the model wrote it.
     prefixes = [score_prefix(c, style) if think else f"{style.answer_open}Score: " for c in completions]
     logits = digit_logits_after(model, processor, samples, prefixes, batch_size=batch_size)

@@ -29,3 +29,116 @@ def expected_score(digit_logits: torch.Tensor) -> torch.Tensor:
         # NaN, +inf or all -inf logits: no distribution over the digits exists.
         raise ValueError("digit_logits hold NaN, +inf or an all -inf row: no score can be computed")
     return score
+
+
+# --- scoring images with a trained model ------------------------------------------------------------------
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def collect_images(inputs) -> list:
+    """Files as given, folders expanded recursively to their image files (sorted)."""
+    from pathlib import Path
+
+    out = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            out.append(p)
+    return out
+
+
+class Scorer:
+    """Score images with a Refine-IQA model folder: `Scorer(model_dir).score(["a.jpg", ...])`.
+
+    mode "prob" is the probability-based score (Eq. 8); "numeric" is the number the model writes. With
+    think=True the model first writes its quality interpretation, returned as `interpretation`.
+    Unreadable images are skipped: their results carry `error` and `score` None.
+    """
+
+    def __init__(self, model_dir, *, think: bool = False, mode: str = "prob", tags: str = "paper",
+                 device: str = "cpu", dtype: str = "float32", batch_size: int = 8, max_new_tokens: int = 256):
+        import transformers
+
+        from refine_iqa.model.loading import load_model_and_processor
+
+        transformers.utils.logging.disable_progress_bar()  # one line per image on stdout, nothing else
+        if mode not in ("prob", "numeric"):
+            raise ValueError(f"mode must be 'prob' or 'numeric', got {mode!r}")
+        self.model, self.processor = load_model_and_processor(model_dir, dtype=dtype, device=device)
+        self.model.eval()
+        self.think, self.mode, self.tags = think, mode, tags
+        self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
+
+    def score(self, images, progress=None) -> list[dict]:
+        from PIL import Image
+
+        from refine_iqa import prompts
+        from refine_iqa.generation import score_samples
+        from refine_iqa.io_utils import ImageReadError, load_rgb
+
+        results, samples, slots = [], [], []
+        text = prompts.score_prompt(think=self.think, tags=self.tags)
+        for i, img in enumerate(images):
+            name = f"<image {i}>" if isinstance(img, Image.Image) or hasattr(img, "shape") else str(img)
+            try:
+                if isinstance(img, Image.Image):
+                    pil = img.convert("RGB")
+                elif hasattr(img, "shape"):
+                    pil = Image.fromarray(img).convert("RGB")
+                else:
+                    pil = Image.fromarray(load_rgb(img))
+            except ImageReadError as e:
+                results.append({"path": name, "score": None, "error": f"{e.reason}" + (f": {e.detail}" if e.detail else "")})
+                continue
+            results.append({"path": name, "score": None})
+            slots.append(len(results) - 1)
+            samples.append({"prompt": prompts.build_messages(text, 1), "images": [pil]})
+        # A no-think answer is a dozen tokens; only think mode needs the long budget.
+        budget = self.max_new_tokens if self.think else min(self.max_new_tokens, 24)
+        outs = score_samples(self.model, self.processor, samples, think=self.think, tags=self.tags,
+                             max_new_tokens=budget, batch_size=self.batch_size, progress=progress,
+                             answers=self.think or self.mode == "numeric")
+        style = prompts.get_tag_style(self.tags)
+        for slot, out in zip(slots, outs):
+            r = results[slot]
+            value = out["prob"] if self.mode == "prob" else out["numeric"]
+            if value is None:
+                r["error"] = "unparsable answer: " + out["completion"][:200]
+            else:
+                r["score"] = round(min(max(float(value), 0.0), 4.999), 4)
+            if self.think:
+                c = out["completion"]
+                a, b = c.find(style.think_open), c.find(style.think_close)
+                r["interpretation"] = c[a + len(style.think_open):b].strip() if 0 <= a < b else ""
+        return results
+
+
+def run_score_cli(args) -> int:
+    import json
+    import sys
+
+    paths = collect_images(args.images)
+    if not paths:
+        print("error: no image files found in " + " ".join(args.images), file=sys.stderr)
+        return 1
+    scorer = Scorer(args.model, think=args.think, mode=args.mode, tags=args.tags, batch_size=args.batch_size,
+                    max_new_tokens=args.max_new_tokens)
+    results = scorer.score(paths)
+    n_ok = 0
+    for r in results:
+        if r["score"] is None:
+            print(f"skipped {r['path']}: {r['error']}", file=sys.stderr)
+            continue
+        n_ok += 1
+        if args.json:
+            print(json.dumps(r, ensure_ascii=False))
+        else:
+            line = f"{r['path']}\t{r['score']:.3f}"
+            if args.think:
+                line += "\t" + r.get("interpretation", "").replace("\t", " ").replace("\n", " ")
+            print(line)
+    print(f"scored {n_ok} of {len(results)} images", file=sys.stderr)
+    return 0 if n_ok else 1

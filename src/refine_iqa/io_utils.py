@@ -135,8 +135,10 @@ def load_rgb(path: str | os.PathLike, *, min_side: int = MIN_IMAGE_SIDE, max_pix
     too_large, unsupported_mode) for anything unusable. Grey, palette, RGBA, CMYK and 16-bit images are
     converted to 8-bit RGB (alpha composited on black, 16-bit scaled down).
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+    # Some libraries (pyiqa's dataset module) switch this on globally; a truncated file must fail here.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     path = Path(path)
     if not path.exists():
         raise ImageReadError(path, "missing")

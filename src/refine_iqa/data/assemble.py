@@ -311,7 +311,7 @@ def apply_review_decisions(records: Sequence[Mapping], decisions: Mapping[str, M
         d = decisions.get(rec["id"])
         if d is not None:
             rec["review"] = {"status": d["status"], "reason": d.get("reason"), "by": d.get("by") or "reviewer",
-                             "rule": None}
+                             "rule": d.get("rule")}
         out.append(rec)
     return out
 

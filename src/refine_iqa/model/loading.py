@@ -24,12 +24,14 @@ def load_processor(path: str | Path, *, min_pixels: int | None = None, max_pixel
     from transformers import AutoProcessor
 
     path = check_model_folder(path)
-    kwargs = {}
+    processor = AutoProcessor.from_pretrained(str(path))
+    # transformers 5 keeps Qwen2-VL's pixel bounds in size={"shortest_edge": min, "longest_edge": max}.
+    size = dict(processor.image_processor.size)
     if min_pixels is not None:
-        kwargs["min_pixels"] = min_pixels
+        size["shortest_edge"] = min_pixels
     if max_pixels is not None:
-        kwargs["max_pixels"] = max_pixels
-    processor = AutoProcessor.from_pretrained(str(path), **kwargs)
+        size["longest_edge"] = max_pixels
+    processor.image_processor.size = size
     # Generation batches are left-padded so every prompt ends at the same position.
     processor.tokenizer.padding_side = "left"
     return processor

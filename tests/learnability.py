@@ -1,0 +1,95 @@
+"""Shared helpers of the learnability tests and the PD-cost benchmark (tests/test_learnability_stage*.py,
+benchmarks/bench_pd_reward.py): build the embedded model, the GRPO settings block, read the training curve,
+and measure a model on held-out samples through the project's own generation and metric code.
+
+Nothing here trains or scores by itself: every number comes from refine_iqa's real code paths.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from refine_iqa.eval import metrics
+from refine_iqa.generation import score_samples
+from refine_iqa.model.build_tiny import build_tiny_model
+from refine_iqa.model.loading import load_model_and_processor
+from refine_iqa.rl.trainer import read_curve
+
+
+def tiny_model(folder: str | Path, *, seed: int, hidden_size: int = 64, num_layers: int = 2):
+    """A freshly built embedded model (random weights from `seed`), loaded through the project's loader."""
+    build_tiny_model(folder, seed=seed, hidden_size=hidden_size, num_layers=num_layers)
+    return load_model_and_processor(folder)
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def grpo_settings(**overrides) -> dict:
+    """A `stage*.grpo` settings block (the keys of params.yaml) with the learnability defaults."""
+    base = dict(learning_rate=1e-3, lr_scheduler_type="constant", warmup_ratio=0.0, weight_decay=0.0,
+                num_train_epochs=1000, max_steps=300, per_device_train_batch_size=32,
+                gradient_accumulation_steps=1, num_generations=8, max_completion_length=16, temperature=1.0,
+                epsilon=0.2, beta=0.0, bf16=False, gradient_checkpointing=False, logging_steps=1)
+    unknown = set(overrides) - set(base)
+    if unknown:
+        raise KeyError(f"unknown GRPO settings {sorted(unknown)}")
+    return {**base, **overrides}
+
+
+def curve_series(curve_path: str | Path, key: str) -> list[float]:
+    """Per-step values of one logged metric (one log per step: logging_steps = 1)."""
+    rows = [r for r in read_curve(curve_path) if key in r]
+    steps = [r["step"] for r in rows]
+    if steps != sorted(set(steps)):
+        raise AssertionError(f"{curve_path}: steps of {key!r} are not one per step: {steps[:10]}...")
+    return [float(r[key]) for r in rows]
+
+
+def first_last_mean(values: list[float], n: int = 20) -> tuple[float, float]:
+    if len(values) < 2 * n:
+        raise AssertionError(f"need at least {2 * n} logged steps, got {len(values)}")
+    return float(np.mean(values[:n])), float(np.mean(values[-n:]))
+
+
+def scoring_quality(model, processor, samples: list[dict], *, think: bool, tags="paper",
+                    max_new_tokens: int = 16) -> dict:
+    """Greedy numeric scores on held-out samples: hit rate (|err| < 0.5, unparsable = miss), MAE and SRCC
+    over the parsable answers, format compliance, and the spread of the written scores."""
+    outs = score_samples(model, processor, samples, think=think, tags=tags, max_new_tokens=max_new_tokens,
+                         batch_size=32)
+    truth = [s["mos_scaled"] for s in samples]
+    num = [o["numeric"] if o["numeric"] is not None else math.nan for o in outs]
+    parsed = [(p, y) for p, y in zip(num, truth) if not math.isnan(p)]
+    pred_ok, truth_ok = [p for p, _ in parsed], [y for _, y in parsed]
+    return {
+        "hit_rate": metrics.hit_rate(num, truth),
+        "mae": metrics.mae(pred_ok, truth_ok) if parsed else math.nan,
+        "srcc": metrics.srcc(pred_ok, truth_ok),
+        "format": metrics.accuracy([o["format_ok"] for o in outs]),
+        "parse_rate": len(parsed) / len(outs),
+        "pred_std": float(np.std(pred_ok)) if parsed else math.nan,
+        "distinct_preds": len(set(pred_ok)),
+    }
+
+
+class Stopwatch:
+    """Wall and process CPU seconds of a block (the machine is shared: CPU time is the fairer figure)."""
+
+    def __enter__(self):
+        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.wall0
+        self.cpu = time.process_time() - self.cpu0
+        return False
