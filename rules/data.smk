@@ -87,8 +87,9 @@ rule synthesize_shard:
 
 
 def review_decisions(wildcards):
+    """The decisions file in manual review mode (a missing one is reported at start, like the model)."""
     r = config["data"]["perception"]["review"]
-    return r["decisions"] if r["mode"] == "manual" else []
+    return r["decisions"] if r["mode"] == "manual" and Path(r["decisions"]).exists() else []
 
 
 rule synthesize_merge:

@@ -47,3 +47,70 @@ rule eval_scoring:
         mem_mb=4000,
     script:
         "../workflow_scripts/eval_scoring.py"
+
+
+def qbench_root():
+    """The real Q-Bench folder when configured, else the synthetic one built from this run's data."""
+    return config["data"]["scoring"]["qbench_root"] or f"{W}/qbench"
+
+
+if not config["data"]["scoring"]["qbench_root"]:
+
+    rule qbench_set:
+        input:
+            test=f"{SCORING}/scoring_test.jsonl",
+            manifest=f"{PERCEPTION}/manifest.jsonl",
+        output:
+            directory(f"{W}/qbench"),
+        params:
+            questions=config["evaluate"]["qbench_questions"],
+            seed=config["seed"],
+        log:
+            f"{L}/qbench_set.log",
+        threads: 1
+        resources:
+            runtime=10,
+            mem_mb=1000,
+        script:
+            "../workflow_scripts/qbench_set.py"
+
+
+rule eval_qbench:
+    input:
+        model=model_input_for,
+        qbench=qbench_root(),
+    output:
+        f"{R}/qbench/{{model}}.json",
+    params:
+        model=model_path_for,
+        evaluate=config["evaluate"],
+    wildcard_constraints:
+        model="base|stage1|stage2-main",
+    log:
+        f"{L}/eval/qbench-{{model}}.log",
+    benchmark:
+        f"{L}/benchmarks/eval-qbench-{{model}}.tsv"
+    threads: config["compute"]["threads"]
+    resources:
+        runtime=120,
+        mem_mb=4000,
+    script:
+        "../workflow_scripts/eval_qbench.py"
+
+
+rule eval_baselines:
+    input:
+        test=f"{SCORING}/scoring_test.jsonl",
+    output:
+        f"{R}/baselines.json",
+    params:
+        baselines=config["evaluate"]["baselines"],
+        datasets=config["data"]["scoring"],
+    log:
+        f"{L}/eval/baselines.log",
+    threads: 1
+    resources:
+        runtime=60,
+        mem_mb=4000,
+    script:
+        "../workflow_scripts/eval_baselines.py"

@@ -6,6 +6,8 @@ rule metrics:
         scoring=expand(f"{R}/scoring/{{model}}.json", model=evaluated_models()),
         curves=[f"{R}/curves/stage1.jsonl"] + expand(f"{R}/curves/stage2-{{v}}.jsonl", v=stage2_variants()),
         data_stats=f"{R}/perception_data_stats.json",
+        qbench=expand(f"{R}/qbench/{{model}}.json", model=["base", "stage1", "stage2-main"]),
+        baselines=f"{R}/baselines.json",
     output:
         f"{R}/metrics.json",
     params:

@@ -92,6 +92,7 @@ class SlurmCluster:
     cpus: int = 64                 # the paper node's shape, scheduled virtually (see module docstring)
     gpus: int = 8
     memory_mb: int = 1_024_000
+    features: str = "a100"         # node features (sbatch -C) the profile's GPU rules ask for
     state_dir: Path = Path("/var/lib/refine-iqa-slurm")
     db_password: str = "refine-iqa-slurmdbd"
     started: list = field(default_factory=list)       # [(name, Popen)] this object started, in order
@@ -160,10 +161,13 @@ class SlurmCluster:
         state = ""
         while time.monotonic() < deadline:
             state = self.node_state()
-            if state.startswith("idle") or state.startswith("mixed") or state.startswith("allocated"):
+            if state.startswith(("idle", "mixed", "allocated")):
                 return
+            if state.startswith(("inval", "drain")):
+                break  # a configuration the controller rejected: waiting does not help
             time.sleep(0.5)
-        raise ClusterError(f"node {self.node} did not become idle in {timeout:.0f} s (state {state!r}).\n"
+        reason = _run(["sinfo", "-h", "-N", "-n", self.node, "-o", "%E"], check=False).stdout.strip()
+        raise ClusterError(f"node {self.node} is not idle (state {state!r}, reason {reason!r}).\n"
                            f"slurmctld log:\n{_tail(self.log_dir / 'slurmctld.log')}\n"
                            f"slurmd log:\n{_tail(self.log_dir / 'slurmd.log')}")
 
@@ -271,6 +275,7 @@ SlurmdDebug=info
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoreFlags=job_comment
+AccountingStorageTRES=gres/gpu
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
 JobCompType=jobcomp/none
@@ -279,14 +284,19 @@ KillWait=5
 InactiveLimit=0
 MinJobAge=300
 SchedulerType=sched/backfill
-NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} Boards=1 SocketsPerBoard=1 CoresPerSocket={self.cpus} ThreadsPerCore=1 RealMemory={self.memory_mb} Gres=gpu:{self.gpus} State=UNKNOWN
+NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} Boards=1 SocketsPerBoard=1 CoresPerSocket={self.cpus} ThreadsPerCore=1 RealMemory={self.memory_mb} Gres=gpu:{self.gpus} Features={self.features} State=UNKNOWN
 PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
 """
 
     def _write_configs(self) -> None:
         self._write(SLURM_ETC / "slurm.conf", self.slurm_conf())
-        # GPUs without device files: scheduled and counted, never bound (no GPU on this machine).
-        self._write(SLURM_ETC / "gres.conf", f"{MARKER}\nAutoDetect=off\nNodeName={self.node} Name=gpu Count={self.gpus}\n")
+        # Slurm counts GPUs by their device files: empty stand-ins, scheduled and counted, never opened.
+        dev = self.state_dir / "dev"
+        dev.mkdir(parents=True, exist_ok=True)
+        for i in range(self.gpus):
+            (dev / f"nvidia{i}").touch()
+        self._write(SLURM_ETC / "gres.conf", f"{MARKER}\nAutoDetect=off\n"
+                    f"NodeName={self.node} Name=gpu File={dev}/nvidia[0-{self.gpus - 1}]\n")
         self._write(SLURM_ETC / "slurmdbd.conf", f"""{MARKER}
 AuthType=auth/munge
 DbdHost=localhost
@@ -321,13 +331,24 @@ StorageLoc=slurm_acct_db
 
     def _start_slurm_daemons(self) -> None:
         if not _ok(["scontrol", "ping"]) or "UP" not in _run(["scontrol", "ping"], check=False).stdout:
-            self._spawn("slurmctld", ["slurmctld", "-D", "-i"])
+            self._spawn("slurmctld", ["slurmctld", "-D"])
             self._wait_for("slurmctld", lambda: "UP" in _run(["scontrol", "ping"], check=False).stdout, 60,
                            self.log_dir / "slurmctld.log")
-        state = self.node_state()
-        if not state or state.startswith(("down", "unk", "drain", "not_responding")) or state.endswith("*"):
-            if not any(n == "slurmd" for n, _ in self.started) and not _ok(["scontrol", "show", "slurmd"]):
-                self._spawn("slurmd", ["slurmd", "-D"])
+        if not _ok(["scontrol", "show", "slurmd"]):  # asks the local slurmd
+            self._spawn("slurmd", ["slurmd", "-D"])
+        self._resume_if_drained()
+
+    def _resume_if_drained(self, timeout: float = 20) -> None:
+        """A node drained in an earlier session (saved controller state) stays drained until resumed."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.node_state()
+            if state.startswith(("drain", "inval")) or "drain" in state:
+                _run(["scontrol", "update", f"NodeName={self.node}", "State=RESUME"], check=False)
+                return
+            if state.startswith(("idle", "mixed", "allocated")):
+                return
+            time.sleep(0.5)
 
 
 def main(argv: list[str]) -> int:

@@ -38,6 +38,8 @@ def collect_metrics(params: dict, out_path, *, variants: list[str]) -> dict:
         m["perception"][name] = read_json(R / "perception" / f"{name}.json")
     for name in ["base", "stage1"] + [f"stage2-{v}" for v in variants]:
         m["scoring"][name] = read_json(R / "scoring" / f"{name}.json")
+    m["qbench"] = {name: read_json(R / "qbench" / f"{name}.json") for name in ("base", "stage1", "stage2-main")}
+    m["baselines"] = read_json(R / "baselines.json")
     for stage in ["stage1"] + [f"stage2-{v}" for v in variants]:
         curve = read_jsonl(R / "curves" / f"{stage}.jsonl")
         m["curves"][stage] = {"steps": len(curve), **{
@@ -45,6 +47,12 @@ def collect_metrics(params: dict, out_path, *, variants: list[str]) -> dict:
             for k in CURVE_KEYS if any(k in r for r in curve)}}
     atomic_write_json(out_path, m)
     return m
+
+
+# The paper's column headers for Tables 1-2 (Comp. = compression, OE/UE = over/underexposure, ...).
+PAPER_COLUMNS = {"blur": "Blur", "noise": "Noise", "compression": "Comp.", "brighten": "OE", "darken": "UE",
+                 "saturate_strengthen": "OSat.", "saturate_weaken": "DSat.", "oversharpen": "OSharp.",
+                 "contrast_strengthen": "HC", "contrast_weaken": "LC", "pixelate": "Pixel.", "quantization": "Quant."}
 
 
 def _fmt(x, pct=False) -> str:
@@ -104,7 +112,11 @@ def render_report(params: dict, metrics_path, report_path, figures_dir) -> Path:
                 "scale; they are not comparable to the paper's, which are printed beside them for reference.", ""]
     # Data
     d = m["data"]
-    out += ["## Refine-Perception data", "", f"Review mode: {d.get('review_mode')}; automatic QC removals: {d.get('qc')}.", ""]
+    qc = d.get("qc", {})
+    out += ["## Refine-Perception data", "",
+            f"Review mode: **{d.get('review_mode')}**. Items: {qc.get('total')} synthesized, {qc.get('kept')} kept.", "",
+            _table(["removed by", "items"], [[rule, str(n)] for rule, n in qc.get("removed_by_rule", {}).items()]
+                   + [["human review", str(qc.get("removed_by_review", 0))]]), ""]
     for key, p in sorted(d.get("plots", {}).items()):
         out.append(f"![{key}]({os.path.relpath(p, report_path.parent)})")
     out.append("")
@@ -121,7 +133,7 @@ def render_report(params: dict, metrics_path, report_path, figures_dir) -> Path:
             b, s1 = m["perception"]["base"][task][ref], m["perception"]["stage1"][task][ref]
             rows.append(["advantage (S1 - base)"] + [_fmt((s1[f] - b[f]) if not (math.isnan(s1[f]) or math.isnan(b[f])) else math.nan, pct) for f in fams + ["easy", "hard", "overall"]])
             out += [f"**{label}** (n = {m['perception']['base'][task][ref]['n']})", "",
-                    _table(["model"] + fams + ["easy", "hard", "overall"], rows), ""]
+                    _table(["model"] + [PAPER_COLUMNS[f] for f in fams] + ["Easy", "Hard", "Overall"], rows), ""]
         if task == "description":
             rows = [[n] + [_fmt(m["perception"][n]["description"]["all"][f"{f}_accuracy"], True) for f in ("object", "family", "severity")]
                     for n in ("base", "stage1", "stage2-main")]
@@ -136,7 +148,21 @@ def render_report(params: dict, metrics_path, report_path, figures_dir) -> Path:
             paper = PAPER["table3"].get(ds)
             rows.append([name, ds + (" (synthetic)" if ds == "synthetic" else ""), _fmt(r["no_think"]["prob"]["srcc"]),
                          _fmt(r["no_think"]["prob"]["plcc"]), f"{paper[0]:.3f} / {paper[1]:.3f}" if paper else "-"])
+    for metric, per in m.get("baselines", {}).items():
+        for ds, r in per.items():
+            rows.append([f"baseline: {metric} (pyiqa)", ds, _fmt(r["srcc"]), _fmt(r["plcc"]), "-"])
     out += [_table(["model", "dataset", "SRCC", "PLCC", "paper SRCC / PLCC"], rows), ""]
+    out += ["## Table 4: Q-Bench (LLVisionQA) multiple-choice accuracy", ""]
+    q0 = next(iter(m.get("qbench", {}).values()), None)
+    if q0:
+        if q0.get("synthetic"):
+            out += ["> SYNTHETIC questions in the LLVisionQA file format, generated from this run's own images and "
+                    "what the data engine knows about them (no Q-Bench folder configured).", ""]
+        cols = ["yes-or-no", "what", "how", "technical", "other", "in-context technical", "in-context other", "overall"]
+        rows = [[f"{name} ({mode.replace('_', '-')})"] + [_fmt(q[mode]["accuracy"][c], True) for c in cols]
+                for name, q in m["qbench"].items() for mode in ("no_think", "think")]
+        out += [f"Split: {q0['split']}, {q0['n']} questions.", "", _table(["model"] + cols, rows), "",
+                f"Paper: Refine-IQA-S2 (think) overall {PAPER['table4_overall_s2_think']:.2%}.", ""]
     out += ["## Stage-2 before / after (think mode, synthetic test set)", ""]
     rows = []
     for name in ("stage1", "stage2-main"):

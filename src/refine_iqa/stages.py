@@ -218,24 +218,53 @@ def scoring_eval_sets(params: dict, scoring_test_path) -> dict[str, list[dict]]:
     return out
 
 
+def _cached(cache_dir, key: str, fingerprint: dict, compute):
+    """Resumable evaluation: reuse a finished dataset's result when its fingerprint matches."""
+    path = Path(cache_dir) / f"{key}.json"
+    if path.exists():
+        cached = read_json(path)
+        if cached.get("fingerprint") == fingerprint:
+            print(f"[cache] reusing {path}", flush=True)
+            return cached["result"], cached["preds"]
+    result, preds = compute()
+    atomic_write_json(path, {"fingerprint": fingerprint, "result": result, "preds": preds})
+    return result, preds
+
+
+def _model_fingerprint(model_dir) -> str:
+    st = (Path(model_dir) / "model.safetensors")
+    files = sorted(Path(model_dir).glob("*.safetensors")) or [st]
+    return ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.exists())
+
+
 def eval_scoring(params: dict, model_dir, scoring_test_path, out_json, preds_path, name: str) -> dict:
+    """Scoring on every evaluation dataset in think and no-think mode; each (dataset, mode) is cached so a
+    killed job resumes where it stopped."""
     from refine_iqa.eval.scoring import evaluate_scoring
     from refine_iqa.rl.samples import build_stage2
 
     device = setup_compute(params)
     model, processor = _load(params, model_dir, device)
     tags = _tags(params)
+    ev = params["evaluate"]
+    cache_dir = Path(preds_path).with_name(Path(preds_path).stem + ".cache")
     result, all_preds = {"model": name, "datasets": {}}, []
     with tracking.stage_run(f"eval-scoring-{name}", params["tracking"]) as run:
         for ds, recs in scoring_eval_sets(params, scoring_test_path).items():
             result["datasets"][ds] = {}
             for think in (False, True):
                 mode = "think" if think else "no_think"
-                samples = build_stage2(recs, think=think, tags=tags)
-                res, preds = evaluate_scoring(
-                    model, processor, samples, [r["label"] for r in recs], think=think, tags=tags,
-                    scaled=[r["mos_scaled"] for r in recs], max_new_tokens=params["evaluate"]["max_new_tokens"],
-                    batch_size=params["evaluate"]["batch_size"], progress=_progress(f"scoring:{name}:{ds}:{mode}"))
+                fp = {"model": _model_fingerprint(model_dir), "n": len(recs), "tags": tags.name,
+                      "max_new_tokens": ev["max_new_tokens"], "first": recs[0]["image_path"] if recs else None}
+
+                def compute(recs=recs, think=think, mode=mode, ds=ds):
+                    samples = build_stage2(recs, think=think, tags=tags)
+                    return evaluate_scoring(
+                        model, processor, samples, [r["label"] for r in recs], think=think, tags=tags,
+                        scaled=[r["mos_scaled"] for r in recs], max_new_tokens=ev["max_new_tokens"],
+                        batch_size=ev["batch_size"], progress=_progress(f"scoring:{name}:{ds}:{mode}"))
+
+                res, preds = _cached(cache_dir, f"{ds}-{mode}", fp, compute)
                 result["datasets"][ds][mode] = res
                 all_preds += [{"dataset": ds, "mode": mode, **p} for p in preds]
                 run.log_metrics({f"{ds}.{mode}.prob.srcc": res["prob"]["srcc"], f"{ds}.{mode}.prob.plcc": res["prob"]["plcc"],
@@ -244,6 +273,67 @@ def eval_scoring(params: dict, model_dir, scoring_test_path, out_json, preds_pat
         atomic_write_json(out_json, result)
         run.log_artifact(out_json)
     return result
+
+
+def qbench_set(params: dict, scoring_test_path, manifest_path, out_dir) -> Path:
+    """Table 4 data: the real LLVisionQA folder when configured, else a synthetic one in its native format."""
+    from refine_iqa.data.qbench_synthetic import build_synthetic_llvisionqa
+
+    build_synthetic_llvisionqa(out_dir, scoring_records=read_jsonl(scoring_test_path),
+                               manifest_records=perception_items(manifest_path, "test"),
+                               n_dev=params["evaluate"]["qbench_questions"], n_test=params["evaluate"]["qbench_questions"],
+                               seed=params["seed"])
+    return Path(out_dir)
+
+
+def eval_qbench(params: dict, model_dir, qbench_root, out_json, name: str) -> dict:
+    from refine_iqa.data.qbench import load_llvisionqa
+    from refine_iqa.eval.qbench_eval import evaluate_qbench
+
+    device = setup_compute(params)
+    model, processor = _load(params, model_dir, device)
+    ev = params["evaluate"]
+    records = load_llvisionqa(qbench_root, ev["qbench_split"])
+    result = {"model": name, "split": ev["qbench_split"], "n": len(records),
+              "synthetic": qbench_root != params["data"]["scoring"]["qbench_root"]}
+    with tracking.stage_run(f"eval-qbench-{name}", params["tracking"]) as run:
+        for think in (False, True):
+            mode = "think" if think else "no_think"
+            acc, _ = evaluate_qbench(model, processor, records, think=think, tags=_tags(params),
+                                     max_new_tokens=ev["max_new_tokens"], batch_size=ev["batch_size"],
+                                     progress=_progress(f"qbench:{name}:{mode}"))
+            result[mode] = acc
+            run.log_metrics({f"qbench.{mode}.overall": acc["accuracy"]["overall"]})
+        atomic_write_json(out_json, result)
+    return result
+
+
+def eval_baselines(params: dict, scoring_test_path, out_json) -> dict:
+    """Table 3 baselines: pyiqa metrics (learned ones with local weights) on the same evaluation sets."""
+    import numpy as np
+
+    from refine_iqa.data.quality import get_metric, metric_info
+    from refine_iqa.eval import metrics
+    from refine_iqa.io_utils import load_rgb
+
+    import torch
+
+    setup_compute(params)
+    out: dict = {}
+    for b in params["evaluate"]["baselines"]:
+        metric = get_metric(b["metric"], b.get("weights"), params["compute"]["device"])
+        sign = -1.0 if metric_info(b["metric"])["lower_better"] else 1.0
+        out[b["metric"]] = {}
+        for ds, recs in scoring_eval_sets(params, scoring_test_path).items():
+            scores = []
+            for r in recs:
+                x = torch.from_numpy(load_rgb(r["image_path"])).permute(2, 0, 1)[None].float() / 255.0
+                with torch.no_grad():
+                    scores.append(sign * float(metric(x).item()))
+            out[b["metric"]][ds] = metrics.correlation_report(np.array(scores), [r["label"] for r in recs])
+            print(f"[baseline] {b['metric']} on {ds}: SRCC {out[b['metric']][ds]['srcc']:.3f}", flush=True)
+    atomic_write_json(out_json, out)
+    return out
 
 
 # --- data --------------------------------------------------------------------------------------------------
