@@ -90,3 +90,22 @@ def model_path_for(wildcards):
 
 def model_input_for(wildcards):
     return base_model_input() if wildcards.model == "base" else f"{M}/{wildcards.model}"
+
+
+def curate_shard_dir(wildcards):
+    return f"{PERCEPTION}/curated/shard-{wildcards.shard}"
+
+
+def scenes_input(wildcards):
+    return f"{PERCEPTION}/scenes" if config["data"]["perception"]["source"] == "scenes" else []
+
+
+def review_decisions(wildcards):
+    """The decisions file in manual review mode (a missing one is reported at start, like the model)."""
+    r = config["data"]["perception"]["review"]
+    return r["decisions"] if r["mode"] == "manual" and Path(r["decisions"]).exists() else []
+
+
+def qbench_root():
+    """The real Q-Bench folder when configured, else the synthetic one built from this run's data."""
+    return config["data"]["scoring"]["qbench_root"] or f"{W}/qbench"

@@ -22,14 +22,6 @@ if config["data"]["perception"]["source"] == "scenes":
             "../workflow_scripts/scenes.py"
 
 
-def curate_shard_dir(wildcards):
-    return f"{PERCEPTION}/curated/shard-{wildcards.shard}"
-
-
-def scenes_input(wildcards):
-    return f"{PERCEPTION}/scenes" if config["data"]["perception"]["source"] == "scenes" else []
-
-
 rule curate_shard:
     input:
         scenes_input,
@@ -84,12 +76,6 @@ rule synthesize_shard:
         mem_mb=2000,
     script:
         "../workflow_scripts/synthesize_shard.py"
-
-
-def review_decisions(wildcards):
-    """The decisions file in manual review mode (a missing one is reported at start, like the model)."""
-    r = config["data"]["perception"]["review"]
-    return r["decisions"] if r["mode"] == "manual" and Path(r["decisions"]).exists() else []
 
 
 rule synthesize_merge:

@@ -49,11 +49,6 @@ rule eval_scoring:
         "../workflow_scripts/eval_scoring.py"
 
 
-def qbench_root():
-    """The real Q-Bench folder when configured, else the synthetic one built from this run's data."""
-    return config["data"]["scoring"]["qbench_root"] or f"{W}/qbench"
-
-
 if not config["data"]["scoring"]["qbench_root"]:
 
     rule qbench_set:

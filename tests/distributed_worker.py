@@ -55,7 +55,7 @@ class Recorder:
         self.current: dict | None = None
 
     def start(self, stage: str) -> None:
-        self.current = self.stages.setdefault(stage, {"steps": [], "pd": []})
+        self.current = self.stages.setdefault(stage, {"steps": [], "pd": [], "local_rewards": []})
 
 
 def _one_by_one_pd(pd, prompts, texts, mos_scaled) -> list[dict | None]:
@@ -105,7 +105,7 @@ def install(rec: Recorder) -> None:
     def generate(self, inputs):
         output = orig_generate(self, inputs)
         rec.current["steps"].append({
-            "item_ids": [x["item_id"] for x in inputs],
+            "item_ids": [f"{x['item_id']}/{x.get('task', 'score')}" for x in inputs],
             "completions": [completion_text(c) for c in self._recorded_completions],
             "reward_names": list(self.reward_func_names),
             "reward_weights": _clean(self.reward_weights.tolist()),
@@ -120,9 +120,19 @@ def install(rec: Recorder) -> None:
 
     def calculate(self, inputs, prompts, completions, completion_ids_list):
         self._recorded_completions = completions
-        return orig_calc(self, inputs, prompts, completions, completion_ids_list)
+        gathered = orig_calc(self, inputs, prompts, completions, completion_ids_list)
+        # This process's own rewards from the cheap reward functions (PD is recorded by its own call), to check
+        # that the gathered matrix puts process k's rows at [k * n, (k + 1) * n).
+        columns = {k: [x[k] for x in inputs] for k in inputs[0] if k not in ("prompt", "completion", "completion_ids")}
+        rec.current["local_rewards"].append({
+            name: None if isinstance(f, PDReward) else _clean([math.nan if r is None else r for r in
+                                                              f(prompts=prompts, completions=completions, **columns)])
+            for name, f in zip(self.reward_func_names, self.reward_funcs)})
+        return gathered
 
     def pd_call(self, prompts, completions, mos_scaled, log_metric=None, **kwargs):
+        if rec.current.get("pd_chunk_size"):
+            self.forcer.chunk_size = rec.current["pd_chunk_size"]
         calls = {"forward": 0, "items": 0, "n_calls_arg": None}
         forward, digit_probs = self.forcer._forward, self.forcer.digit_probs
 
@@ -188,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     # Groups that straddle processes: params.yaml's validation forbids a per-process batch that is not a multiple
     # of G, but TRL allows it (only the global batch must be), so the library must still get it right.
     rec.start("stage2_straddle")
+    rec.current["pd_chunk_size"] = 1  # one forward per PD sequence: processes with fewer sequences must pad
     params = copy.deepcopy(cli._params(args.params))
     params["stage2"]["grpo"]["per_device_train_batch_size"] = STRADDLE_BATCH
     stages.train_stage2(params, out / "stage1", args.scoring, out / "stage2_straddle", out / "stage2_straddle.jsonl")

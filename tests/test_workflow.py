@@ -6,7 +6,6 @@ the MLflow parent/child runs with their curves, and that DVC's stages and Snakem
 
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys

@@ -6,7 +6,7 @@ import math
 import os
 from pathlib import Path
 
-from refine_iqa.eval.perception import EASY_FAMILIES, TABLE_FAMILIES
+from refine_iqa.eval.perception import TABLE_FAMILIES
 from refine_iqa.io_utils import atomic_write_json, atomic_write_text, read_json, read_jsonl
 
 # The paper's own numbers, printed beside ours for reference (Tables 1-3, overall columns).

@@ -7,9 +7,6 @@ outputs atomically, and logs to MLflow through `tracking` (a no-op when tracking
 from __future__ import annotations
 
 import logging
-import math
-import os
-import random
 from pathlib import Path
 
 from refine_iqa import prompts, tracking

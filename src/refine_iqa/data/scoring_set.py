@@ -127,14 +127,13 @@ class _Metric:
 
     def __call__(self, dist: np.ndarray, ref: np.ndarray) -> np.ndarray:
         torch = self.torch
-        to = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).to(self.device, torch.float32) / 255.0
-        d, r = to(dist), to(ref)
+        d, r = (torch.from_numpy(a).permute(0, 3, 1, 2).to(self.device, torch.float32) / 255.0 for a in (dist, ref))
         side = min(d.shape[-2:])
         if side < self.min_side:
             f = self.min_side / side
             size = (int(np.ceil(d.shape[-2] * f)), int(np.ceil(d.shape[-1] * f)))
-            up = lambda t: torch.nn.functional.interpolate(t, size=size, mode="bicubic", align_corners=False)
-            d, r = up(d).clamp(0, 1), up(r).clamp(0, 1)
+            d, r = (torch.nn.functional.interpolate(t, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+                    for t in (d, r))
         with torch.no_grad():
             return self.model(d, r).detach().cpu().double().numpy().reshape(-1)
 

@@ -168,10 +168,14 @@ class PDReward:
     def __call__(self, prompts, completions, mos_scaled, log_metric=None, **kwargs) -> list[float]:
         texts = [completion_text(c) for c in completions]
         rewards = [0.0] * len(texts)
-        # TRL repeats each prompt G times consecutively: a group is a run of equal prompts.
+        # r_ref depends only on (prompt, s), so it is computed once per run of rollouts with equal prompt and
+        # score (TRL puts the G rollouts of a prompt next to each other). This needs no group size and holds on
+        # every process: when a group straddles two processes, each computes r_ref for its own part. The score
+        # is part of the key so that two neighbouring groups with the same image but different labels each get
+        # their own reference.
         groups: list[list[int]] = []
         for i in range(len(prompts)):
-            if i == 0 or prompts[i] != prompts[i - 1]:
+            if i == 0 or float(mos_scaled[i]) != float(mos_scaled[i - 1]) or prompts[i] != prompts[i - 1]:
                 groups.append([])
             groups[-1].append(i)
         items, owners = [], []  # owners[k] = (group index, rollout index or None for the reference)

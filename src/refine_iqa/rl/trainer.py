@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -17,7 +18,6 @@ import torch
 from transformers import TrainerCallback
 from trl import GRPOTrainer
 
-from refine_iqa import parsing
 from refine_iqa.rewards import completion_text
 from refine_iqa.rl.advantages import modified_advantages
 
@@ -66,6 +66,25 @@ class RefineGRPOTrainer(GRPOTrainer):
             self._metrics[mode]["pm/advantage_std"].append(adv.std().item() if adv.numel() > 1 else 0.0)
             self._metrics[mode]["pm/frac_positive"].append((adv > 0).float().mean().item())
         return output
+
+    def save_final(self, out_dir: str | os.PathLike) -> Path:
+        """Save the trained model and processor to `out_dir`. EVERY process must call this: under DeepSpeed
+        ZeRO-3 the weights are gathered collectively; only the main process writes, into a sibling folder that
+        is swapped in when complete (several processes writing one folder would corrupt it)."""
+        out_dir = Path(out_dir)
+        tmp = out_dir.with_name(out_dir.name + ".tmp")
+        acc = self.accelerator
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        acc.wait_for_everyone()
+        self.save_model(str(tmp))  # Trainer.save_model: gathers (ZeRO-3), writes on process zero only
+        if acc.is_main_process:
+            (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle of TrainingArguments, not model data
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            tmp.rename(out_dir)
+        acc.wait_for_everyone()
+        return out_dir
 
 
 def _think_words(text: str, tags) -> int:
