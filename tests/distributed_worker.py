@@ -13,7 +13,7 @@ it does not depend on how PDReward groups or batches rollouts; the test compares
 
 Usage (tests/test_distributed.py runs it):
   accelerate launch --config_file configs/accelerate/cpu.yaml --num_processes 2 tests/distributed_worker.py \
-      --params P.json --base MODEL --manifest manifest.jsonl --scoring scoring_train.jsonl --out DIR
+      --params P.json --base MODEL --manifest manifest.jsonl --scoring scoring_train.jsonl --out DIR --num-processes 2
 """
 
 from __future__ import annotations
@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name in ("params", "base", "manifest", "scoring", "out"):
         ap.add_argument(f"--{name}", required=True)
+    ap.add_argument("--num-processes", type=int, required=True, help="what --num_processes asked accelerate for")
     args = ap.parse_args(argv)
 
     from accelerate import PartialState
@@ -181,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     from refine_iqa.io_utils import atomic_write_json
 
     state = PartialState()
+    if state.num_processes != args.num_processes:
+        # accelerate's MULTI_CPU type starts one process unless it is given mpirun and a hostfile.
+        print(f"error: accelerate launch asked for {args.num_processes} processes but started {state.num_processes}; "
+              "the accelerate config must use distributed_type: MULTI_GPU with use_cpu: true to start local CPU "
+              "processes", flush=True)
+        return 3
     out = Path(args.out)
     rec = Recorder()
     install(rec)

@@ -155,7 +155,10 @@ def train_stage2(params: dict, init_dir, scoring_train_path, out_dir, curve_path
     think = v["mode"] == "think"
     tags = _tags(params)
     model, processor = _load(params, init_dir, device)
-    samples = build_stage2(read_jsonl(scoring_train_path), think=think, tags=tags)
+    skipped: list = []
+    samples = build_stage2(read_jsonl(scoring_train_path), think=think, tags=tags, skipped=skipped)
+    for rec, reason in skipped:
+        print(f"[stage2] skipped unreadable training image {rec['image_path']}: {reason}", flush=True)
     funcs = get_stage2_reward_funcs(tags, mode=v["mode"], eps=s2["answer_eps"])
     weights = list(s2["lambdas"][:2])
     bind = []
@@ -208,7 +211,7 @@ def scoring_eval_sets(params: dict, scoring_test_path) -> dict[str, list[dict]]:
 
     out = {}
     for name in sc["eval_datasets"]:
-        df = iqa_datasets.load(name, sc["roots"][name])
+        df = iqa_datasets.load(name, sc["roots"][name], split_seed=params["seed"])  # the split scoring_set trained on
         df = df[df["split"] == "test"]
         out[name] = [{"id": f"{name}-{i}", "image_path": r.image_path, "mos": float(r.mos), "label": float(r.label),
                       "mos_scaled": float(r.mos_scaled)} for i, r in enumerate(df.itertuples())]
@@ -255,11 +258,18 @@ def eval_scoring(params: dict, model_dir, scoring_test_path, out_json, preds_pat
                       "max_new_tokens": ev["max_new_tokens"], "first": recs[0]["image_path"] if recs else None}
 
                 def compute(recs=recs, think=think, mode=mode, ds=ds):
-                    samples = build_stage2(recs, think=think, tags=tags)
-                    return evaluate_scoring(
-                        model, processor, samples, [r["label"] for r in recs], think=think, tags=tags,
-                        scaled=[r["mos_scaled"] for r in recs], max_new_tokens=ev["max_new_tokens"],
+                    skipped: list = []
+                    samples = build_stage2(recs, think=think, tags=tags, skipped=skipped)
+                    for rec, reason in skipped:
+                        print(f"[scoring:{ds}] skipped unreadable {rec['image_path']}: {reason}", flush=True)
+                    bad = {id(rec) for rec, _ in skipped}
+                    kept = [r for r in recs if id(r) not in bad]
+                    res, preds = evaluate_scoring(
+                        model, processor, samples, [r["label"] for r in kept], think=think, tags=tags,
+                        scaled=[r["mos_scaled"] for r in kept], max_new_tokens=ev["max_new_tokens"],
                         batch_size=ev["batch_size"], progress=_progress(f"scoring:{name}:{ds}:{mode}"))
+                    res["skipped_unreadable"] = [rec["image_path"] for rec, _ in skipped]
+                    return res, preds
 
                 res, preds = _cached(cache_dir, f"{ds}-{mode}", fp, compute)
                 result["datasets"][ds][mode] = res

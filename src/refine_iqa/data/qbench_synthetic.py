@@ -208,7 +208,7 @@ def _yes_no(question: str, yes: bool):
 def _distortion_yes_no(item: dict, rng, want_yes: bool, subject: str):
     family, level = item["family"], item["level"]
     if want_yes:
-        if family is None:
+        if family is None or level < MIN_VISIBLE_LEVEL:
             return None
         return _yes_no(YES_NO_TEMPLATES[family].format(subject=subject), True)
     asked = _unconfusable(family)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from refine_iqa import prompts
 from refine_iqa.boxes import resized_size_from_processor, to_model_box
-from refine_iqa.io_utils import load_rgb
+from refine_iqa.io_utils import ImageReadError, load_rgb
 
 
 def _pil(path: str | Path, root: str | Path | None = None) -> Image.Image:
@@ -96,8 +96,19 @@ def stage2_sample(record: dict, *, think: bool, tags="paper", root=None, templat
     }
 
 
-def build_stage2(records: list[dict], *, think: bool, tags="paper", root=None) -> list[dict]:
-    return [stage2_sample(r, think=think, tags=tags, root=root) for r in records]
+def build_stage2(records: list[dict], *, think: bool, tags="paper", root=None,
+                 skipped: list | None = None) -> list[dict]:
+    """Scoring samples. With `skipped` given, an unreadable image is recorded there as (record, reason) and
+    left out (a corrupt file in a pool of thousands must not stop a run); without it, it raises."""
+    out = []
+    for r in records:
+        try:
+            out.append(stage2_sample(r, think=think, tags=tags, root=root))
+        except ImageReadError as e:
+            if skipped is None:
+                raise
+            skipped.append((r, f"{e.reason}: {e.detail}" if e.detail else e.reason))
+    return out
 
 
 def random_answer(sample: dict, rng: random.Random, tags="paper", think_words: int = 8, think: bool | None = None) -> str:
