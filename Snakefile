@@ -5,14 +5,16 @@ import uuid
 
 from snakemake.exceptions import WorkflowError
 
-from refine_iqa.config import ConfigError, check_paths, resolve
+from refine_iqa.config import ConfigError, check_paths, load_params
 
 # Always the repository's params.yaml (so `--directory` works); --configfile files merge over it.
 configfile: os.path.join(workflow.basedir, "params.yaml")
 
 # Malformed settings stop every invocation, dry-runs included.
+# params.yaml, then its overlay, then --configfile/--config on top (see config.load_params).
 try:
-    _resolved = resolve(dict(config), source="params.yaml", base_dir=workflow.basedir)
+    _resolved = load_params(os.path.join(workflow.basedir, "params.yaml"),
+                            overrides=dict(workflow.config_settings.overwrite_config))
 except ConfigError as err:
     raise WorkflowError(f"configuration error: {err}")
 config.clear()

@@ -31,7 +31,10 @@ os.environ["REFINE_IQA_PARAMS_JSON"] = resolved_params_file()
 
 
 def model_dir():
-    return config["model"]["path"]
+    """The base model folder: built here (embedded) or yours (model.path, source local)."""
+    if config["model"]["source"] == "embedded":
+        return f"{M}/tiny-qwen2.5-vl"
+    return config["model"]["path"] or "<model.path is not set>"
 
 
 def model_input():

@@ -7,9 +7,10 @@ Per process it writes `<out>/records/rank<k>.json`:
                       "advantages"}],                         # this process's slice (what the loss used)
            "pd": [{"item_ids", "rewards", "expected", ...}]}} # PD reward calls: returned vs recomputed one by one
 
-The recorders only observe (they wrap methods and call the originals); the training itself is the project's
-code. `expected` recomputes every rollout's PD reward on its own (batch of one, its own prompt and score), so
-it does not depend on how PDReward groups or batches rollouts; the test compares the two.
+The recorders only observe (they wrap methods and call the originals; the one change is PD's batch size of one
+in the straddle run, which must not change any value); the training itself is the project's code. `expected`
+recomputes every rollout's PD reward on its own (batch of one, its own prompt and score), so it does not depend
+on how PDReward groups or batches rollouts; the test compares the two.
 
 Usage (tests/test_distributed.py runs it):
   accelerate launch --config_file configs/accelerate/cpu.yaml --num_processes 2 tests/distributed_worker.py \
@@ -22,6 +23,7 @@ import argparse
 import copy
 import hashlib
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -176,16 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-processes", type=int, required=True, help="what --num_processes asked accelerate for")
     args = ap.parse_args(argv)
 
-    from accelerate import PartialState
-
     from refine_iqa import cli, stages
     from refine_iqa.io_utils import atomic_write_json
 
-    state = PartialState()
-    if state.num_processes != args.num_processes:
+    # Read the launcher's environment, not accelerate's state: creating that state here (without cpu=True)
+    # would fix it for the trainer too.
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    if world != args.num_processes:
         # accelerate's MULTI_CPU type starts one process unless it is given mpirun and a hostfile.
-        print(f"error: accelerate launch asked for {args.num_processes} processes but started {state.num_processes}; "
-              "the accelerate config must use distributed_type: MULTI_GPU with use_cpu: true to start local CPU "
+        print(f"error: accelerate launch asked for {args.num_processes} processes but started {world}; the "
+              "accelerate config must use distributed_type: MULTI_GPU with use_cpu: true to start local CPU "
               "processes", flush=True)
         return 3
     out = Path(args.out)
@@ -210,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     params["stage2"]["grpo"]["per_device_train_batch_size"] = STRADDLE_BATCH
     stages.train_stage2(params, out / "stage1", args.scoring, out / "stage2_straddle", out / "stage2_straddle.jsonl")
 
-    atomic_write_json(out / "records" / f"rank{state.process_index}.json", rec.stages)
+    atomic_write_json(out / "records" / f"rank{rank}.json", rec.stages)
     return 0
 
 

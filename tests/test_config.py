@@ -35,12 +35,25 @@ def test_paper_overlay_is_one_switch():
     assert p["compute"]["accelerate_config"].endswith("zero3_offload.yaml")
 
 
-def test_paper_config_without_model_names_path_and_setting():
+def test_paper_config_without_model_names_path_and_setting(tmp_path):
     p = load_params("params.yaml", {"overlay": "configs/paper.yaml"})
+    with pytest.raises(ConfigError, match=r"^params.yaml: model.path is not set; set it"):
+        check_paths(p)
+    missing = tmp_path / "Qwen2.5-VL-7B-Instruct"
+    p = load_params("params.yaml", {"overlay": "configs/paper.yaml", "model": {"path": str(missing)}})
     with pytest.raises(ConfigError) as e:
         check_paths(p)
     msg = str(e.value)
-    assert "model.path" in msg and "/models/Qwen2.5-VL-7B-Instruct" in msg and "\n" not in msg
+    assert "model.path" in msg and str(missing) in msg and "not found" in msg and "\n" not in msg
+
+
+def test_overrides_beat_the_overlay_which_beats_params_yaml():
+    p = load_params("params.yaml", {"overlay": "configs/paper.yaml", "compute": {"device": "cpu"},
+                                    "data": {"scoring": {"roots": {"koniq10k": "/data/koniq"}}}})
+    assert p["compute"]["device"] == "cpu"  # override over the overlay's cuda
+    assert p["compute"]["num_processes"] == 8  # overlay over params.yaml
+    assert p["data"]["scoring"]["roots"]["koniq10k"] == "/data/koniq"
+    assert p["seed"] == 0  # params.yaml value the overlay does not set
 
 
 def test_malformed_yaml_names_file_and_line(tmp_path):

@@ -28,7 +28,8 @@ SCENES = {
     "sc0": (["red circle", "blue square", "green star"], "scenes",
             [("red circle", [5, 10, 30, 35], "blur", 4), ("blue square", [45, 40, 67, 62], "noise", 2)]),
     "sc1": (["yellow triangle", "black ring"], "scenes",
-            [("yellow triangle", [80, 5, 105, 30], "darken", 5), ("black ring", [10, 60, 40, 90], "contrast_weaken", 1)]),
+            [("yellow triangle", [80, 5, 105, 30], "darken", 5),
+             ("black ring", [10, 60, 40, 90], "contrast_weaken", 1)]),
     "sc2": (["white cross", "purple diamond", "orange hexagon"], "scenes",
             [("purple diamond", [40, 20, 70, 50], "pixelate", 3)]),
     "sc3": (["dog", "cat"], "folder", [("dog", [0, 0, 50, 50], "compression", 3)]),
@@ -110,7 +111,8 @@ def expected_answer(rec) -> str:
         present = [c for c in rec["candidates"] if c in objects]
         assert len(present) == 1
         return present[0]
-    if m := re.fullmatch(r"How many of these objects appear in this image: the (\w+ \w+), the (\w+ \w+) and the (\w+ \w+)\?", q):
+    how_many = r"How many of these objects appear in this image: the (\w+ \w+), the (\w+ \w+) and the (\w+ \w+)\?"
+    if m := re.fullmatch(how_many, q):
         return ["none", "one", "two", "three"][sum(name in objects for name in m.groups())]
     if m := re.fullmatch(r"Is the (\w+) in this image (\w+)\?", q):
         return "Yes" if colour_of[m[1]] == m[2] else "No"

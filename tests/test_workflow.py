@@ -80,10 +80,12 @@ def test_embedded_and_paper_configurations_dry_run(tmp_path):
 
 
 def test_paper_configuration_without_the_model_fails_at_once(tmp_path):
-    out = smk(tmp_path, "--configfile", str(REPO / "configs/paper.yaml"), check=False, timeout=120)
+    missing = tmp_path / "Qwen2.5-VL-7B-Instruct"
+    out = smk(tmp_path, "--configfile", str(REPO / "configs/paper.yaml"), "--config", f"model={{'path': '{missing}'}}",
+              check=False, timeout=120)
     text = out.stdout + out.stderr
     assert out.returncode != 0
-    assert "model.path" in text and "/models/Qwen2.5-VL-7B-Instruct" in text
+    assert "model.path" in text and str(missing) in text and "not found" in text
     assert not (tmp_path / "work").exists() and not (tmp_path / "models").exists()
 
 

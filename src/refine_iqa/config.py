@@ -108,16 +108,22 @@ def _check_semantics(p: dict, source: str) -> None:
 
 
 def load_params(path: str | Path = "params.yaml", overrides: dict | None = None) -> dict:
-    """Read params.yaml, apply its overlay file and `overrides`, validate, fill defaults."""
+    """Read params.yaml, apply its overlay file, then `overrides`, validate, fill defaults.
+
+    Precedence, lowest first: schema defaults < params.yaml < the overlay file < overrides (Snakemake's
+    --configfile / --config). An `overlay` key in the overrides replaces the one in params.yaml. Site paths
+    (model folder, dataset roots) live in params.yaml: the shipped overlays set none of them.
+    """
     path = Path(path)
     raw = read_yaml(path)
-    if overrides:
-        raw = deep_merge(raw, overrides)
-    return resolve(raw, source=str(path), base_dir=path.parent)
+    overrides = dict(overrides or {})
+    if "overlay" in overrides:
+        raw["overlay"] = overrides.pop("overlay")
+    return resolve(raw, source=str(path), base_dir=path.parent, overrides=overrides)
 
 
-def resolve(raw: dict, source: str = "params.yaml", base_dir: str | Path = ".") -> dict:
-    """Apply `overlay:` (relative to base_dir) then validate. Used by the Snakefile on its config dict."""
+def resolve(raw: dict, source: str = "params.yaml", base_dir: str | Path = ".", overrides: dict | None = None) -> dict:
+    """Apply `overlay:` (relative to base_dir), then `overrides`, then validate."""
     overlay = raw.get("overlay")
     if overlay:
         opath = Path(overlay)
@@ -129,6 +135,8 @@ def resolve(raw: dict, source: str = "params.yaml", base_dir: str | Path = ".") 
         over.pop("overlay", None)
         raw = deep_merge(raw, over)
         source = f"{source} + {overlay}"
+    if overrides:
+        raw = deep_merge(raw, overrides)
     return validate(raw, source)
 
 
