@@ -12,6 +12,8 @@ replace the text. Literal braces in a custom template must be doubled (`{{`, `}}
 
 from __future__ import annotations
 
+from refine_iqa.distortions.spec import FAMILY_DISPLAY_NAMES as _CATALOGUE_DISPLAY_NAMES
+
 import math
 import string
 from collections.abc import Sequence
@@ -57,14 +59,9 @@ DISTORTION_NAMES: tuple[str, ...] = (
     "oversaturate", "desaturate", "oversharpen", "pixelate", "quantization",
 )
 
-# Family names of the distortion catalogue (REFERENCE section 3) -> the paper's display names.
-FAMILY_DISPLAY_NAMES: dict[str, str] = {
-    "blur": "blur", "noise": "noise", "compression": "compression",
-    "brighten": "overexposure", "darken": "underexposure",
-    "contrast strengthen": "high contrast", "contrast weaken": "low contrast",
-    "saturate strengthen": "oversaturate", "saturate weaken": "desaturate",
-    "oversharpen": "oversharpen", "pixelate": "pixelate", "quantization": "quantization",
-}
+# Family names of the distortion catalogue (REFERENCE section 3) -> the paper's display names, keyed with
+# spaces ("contrast strengthen"); the catalogue itself is the source (distortions/spec.py).
+FAMILY_DISPLAY_NAMES: dict[str, str] = {k.replace("_", " "): v for k, v in _CATALOGUE_DISPLAY_NAMES.items()}
 
 # Severity level (1..5) -> the word the model chooses from.
 SEVERITY_WORDS: dict[int, str] = {

@@ -14,10 +14,11 @@ from refine_iqa import parsing, prompts
 from refine_iqa.boxes import iou
 from refine_iqa.generation import generate
 
+from refine_iqa.distortions.spec import EASY_FAMILIES
+
 # Column order of the paper's Tables 1-2 (catalogue family names).
 TABLE_FAMILIES = ("blur", "noise", "compression", "brighten", "darken", "saturate_strengthen", "saturate_weaken",
                   "oversharpen", "contrast_strengthen", "contrast_weaken", "pixelate", "quantization")
-EASY_FAMILIES = ("blur", "noise", "compression", "brighten", "darken")
 
 
 def score_completion(sample: dict, completion: str, tags="paper") -> dict:

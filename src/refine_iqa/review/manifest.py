@@ -11,24 +11,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-# Display names for the 12 distortion families (paper, supplementary "Subjective Experiment").
-FAMILY_NAMES = {
-    "blur": "blur",
-    "noise": "noise",
-    "compression": "compression",
-    "brighten": "overexposure",
-    "darken": "underexposure",
-    "contrast_strengthen": "high contrast",
-    "contrast_weaken": "low contrast",
-    "saturate_strengthen": "oversaturate",
-    "saturate_weaken": "desaturate",
-    "oversharpen": "oversharpen",
-    "pixelate": "pixelate",
-    "quantization": "quantization",
-}
+from refine_iqa.distortions.spec import FAMILY_DISPLAY_NAMES
+from refine_iqa.prompts import SEVERITY_WORDS
 
-# Severity words for levels 1..5 (the same words the Stage-1 prompts use).
-SEVERITY_WORDS = {1: "slight", 2: "noticeable", 3: "relatively obvious", 4: "severe", 5: "catastrophic"}
+# One source for the names: the distortion catalogue (families) and the prompts (severity words).
+FAMILY_NAMES = FAMILY_DISPLAY_NAMES
 
 _BATCH_SLICE = re.compile(r"^([1-9][0-9]*)/([1-9][0-9]*)$")
 _BATCH_NAME = re.compile(r"^[A-Za-z0-9._/-]{1,64}$")
