@@ -29,7 +29,7 @@ from refine_iqa.io_utils import read_json, read_jsonl, save_image, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("distributed_worker.py")
-ACCELERATE_CONFIG = Path("/tmp/dist_proto/patches/cpu.yaml")  # TEMP-VERIFY
+ACCELERATE_CONFIG = ROOT / "configs" / "accelerate" / "cpu.yaml"
 NUM_PROCESSES = 2
 STAGES = ("stage1", "stage2", "stage2_straddle")
 GRPO = dict(learning_rate=1e-3, lr_scheduler_type="constant", max_steps=2, per_device_train_batch_size=8,

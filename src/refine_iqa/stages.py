@@ -99,7 +99,6 @@ def warm_start(params: dict, model_dir, manifest_path, scoring_train_path, out_d
 # --- training ---------------------------------------------------------------------------------------------
 
 def train_stage1(params: dict, base_dir, manifest_path, out_dir, curve_path) -> Path:
-    from refine_iqa.model.loading import save_model_and_processor
     from refine_iqa.rewards import get_stage1_reward_funcs
     from refine_iqa.rl.grpo import checkpoint_dir_for, discard_checkpoints, folder_signature, run_grpo
     from refine_iqa.rl.samples import build_stage1_train
@@ -113,10 +112,10 @@ def train_stage1(params: dict, base_dir, manifest_path, out_dir, curve_path) -> 
     print(f"[stage1] {len(samples)} training samples", flush=True)
     with tracking.stage_run("stage1", params["tracking"], params={"stage1": s1, "model": params["model"]}) as run:
         checkpoints = checkpoint_dir_for(out_dir)  # a killed job's re-run resumes from here
-        run_grpo(model, processor, samples, get_stage1_reward_funcs(tags, s1["choice_reward"]), s1["grpo"],
+        trainer = run_grpo(model, processor, samples, get_stage1_reward_funcs(tags, s1["choice_reward"]), s1["grpo"],
                  seed=params["seed"], curve_path=curve_path, device=device, on_log=run.log_metrics,
                  checkpoint_dir=checkpoints, resume_key_extra={"start_model": folder_signature(base_dir)})
-        save_model_and_processor(model, processor, out_dir)
+        trainer.save_final(out_dir)  # every process calls it; only the main process writes
         discard_checkpoints(checkpoints)
     return Path(out_dir)
 
@@ -146,7 +145,6 @@ def stage2_settings(params: dict, variant: str) -> dict:
 
 
 def train_stage2(params: dict, init_dir, scoring_train_path, out_dir, curve_path, variant: str = "main") -> Path:
-    from refine_iqa.model.loading import save_model_and_processor
     from refine_iqa.rewards import get_stage2_reward_funcs
     from refine_iqa.rl.grpo import checkpoint_dir_for, discard_checkpoints, folder_signature, run_grpo
     from refine_iqa.rl.pd import PDReward
@@ -175,11 +173,11 @@ def train_stage2(params: dict, init_dir, scoring_train_path, out_dir, curve_path
     with tracking.stage_run(f"stage2-{variant}", params["tracking"],
                             params={"stage2": s2, "variant": variant, **{f"variant.{k}": x for k, x in v.items()}}) as run:
         checkpoints = checkpoint_dir_for(out_dir)  # a killed job's re-run resumes from here
-        run_grpo(model, processor, samples, funcs, s2["grpo"], seed=params["seed"], curve_path=curve_path,
+        trainer = run_grpo(model, processor, samples, funcs, s2["grpo"], seed=params["seed"], curve_path=curve_path,
                  device=device, reward_weights=weights, pm=pm, correct_from=("answer_reward", "format_reward"),
                  think_tags=tags if think else None, on_log=run.log_metrics, bind=bind, checkpoint_dir=checkpoints,
                  resume_key_extra={"start_model": folder_signature(init_dir), "variant": variant})
-        save_model_and_processor(model, processor, out_dir)
+        trainer.save_final(out_dir)  # every process calls it; only the main process writes
         discard_checkpoints(checkpoints)
     return Path(out_dir)
 

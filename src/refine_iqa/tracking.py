@@ -93,7 +93,8 @@ def _parent_run_id(mlflow, client, experiment_id: str, group: str, lock_dir: Pat
 @contextlib.contextmanager
 def stage_run(stage: str, tracking: dict, params: dict | None = None, tags: dict | None = None) -> Iterator[StageRun]:
     """Open a child run for `stage` under the workflow's parent run; closes it FINISHED or FAILED."""
-    if not tracking.get("enabled", False):
+    # Under `accelerate launch` every process runs the stage; only the main one (RANK 0) logs.
+    if not tracking.get("enabled", False) or os.environ.get("RANK", "0") != "0":
         yield StageRun()
         return
     import mlflow

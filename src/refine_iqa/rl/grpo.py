@@ -186,6 +186,22 @@ def _restore_curve(curve_path: str | Path, checkpoint: Path) -> None:
     write_jsonl(curve_path, rows)
 
 
+class _ResumableTrainer(RefineGRPOTrainer):
+    """transformers 5 saves checkpoint weights under the model's ORIGINAL key names (save_pretrained's reverse
+    key mapping: `visual.*`, `model.layers.*` for Qwen2.5-VL) but Trainer._load_from_checkpoint loads them
+    raw with strict=False: no key matches, nothing is loaded and training silently resumes from the START
+    weights. Load them through from_pretrained (which maps the names) and fail loudly if anything is missing.
+    DeepSpeed and FSDP resume from their own state files (internal names) and keep transformers' path."""
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        model = self.model if model is None else model
+        loaded = type(model).from_pretrained(str(resume_from_checkpoint), dtype=model.dtype)
+        model.load_state_dict(loaded.state_dict(), strict=True)
+        del loaded
+
+
 @contextmanager
 def _output_dir(checkpoint_dir: Path | None):
     if checkpoint_dir is not None:
@@ -222,7 +238,7 @@ def run_grpo(model, processor, samples: list[dict], reward_funcs: list, settings
             with args.main_process_first(local=False, desc="checkpoints"):
                 resume_from = prepare_checkpoints(out, key)
         callbacks = [MetricsSink(curve_path, on_log)] + ([_NoFinalSave(every)] if every > 0 else [])
-        trainer = RefineGRPOTrainer(
+        trainer = _ResumableTrainer(
             model=model,
             reward_funcs=reward_funcs,
             args=args,
