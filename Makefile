@@ -14,10 +14,11 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MLFLOW_ENABLE_ASYNC_LOGGING := false
-# Pytest: quick by default; `make test-all` adds the slow learnability, SLURM and browser tests.
+# `make test` runs everything (learnability, workflow, DVC, SLURM, browser, distributed); `make test-quick` skips
+# the tests that train for tens of seconds or start services.
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-all dry-run paper-dry-run lint bench clean
+.PHONY: setup run test test-quick dry-run paper-dry-run lint bench clean
 
 setup: $(STAMP)
 
@@ -38,18 +39,22 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-test-all: setup
-	$(BIN)/python -m pytest -q --run-slow $(PYTEST_ARGS)
+test-quick: setup
+	$(BIN)/python -m pytest -q -m "not slow and not slurm and not browser and not distributed" $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check src tests workflow_scripts
+	$(BIN)/snakemake --lint
 
 dry-run: setup
 	$(BIN)/snakemake --profile profiles/local -n
 
 paper-dry-run: setup
-	$(BIN)/snakemake --profile profiles/local -n --configfile configs/paper.yaml
+	$(BIN)/snakemake --profile profiles/local -n --configfile configs/paper.yaml --config model="{'path': '/models/Qwen2.5-VL-7B-Instruct'}"
 
 bench: setup
 	$(BIN)/python benchmarks/bench_distortions.py
 	$(BIN)/python benchmarks/bench_pd_reward.py
 
 clean:
-	rm -rf work models results reports logs .snakemake mlflow.db mlruns mlartifacts
+	rm -rf work models results reports logs .snakemake mlflow.db mlruns mlartifacts dvc.lock
