@@ -93,3 +93,52 @@ class Stopwatch:
         self.wall = time.perf_counter() - self.wall0
         self.cpu = time.process_time() - self.cpu0
         return False
+
+
+# ---- Stage-1: the easy perception signal -----------------------------------------------------------------
+
+EXPOSURE_FAMILIES = ("darken", "brighten")  # display names: underexposure / overexposure
+MIN_VISIBLE_CHANGE = 40.0  # mean |dist - ref| over the box, grey levels: below it the distortion is not seen
+
+
+def exposure_items(out_dir: str | Path, n: int, *, seed: int, split: str, size: int = 112) -> list[dict]:
+    """Manifest-like perception items whose only image-dependent answer is the family (darken or brighten).
+
+    Each scene (generate_scene) has ONE large object (box 85-100% of the side); `<family>.shift_hsv` at
+    level 5 (V -/+ 0.5) is applied to its box. Families alternate, so every split is exactly balanced and an
+    answer that ignores the image gets at most half of them right. A scene is redrawn when the change would
+    not be visible (brightening a white object, darkening a black one).
+    """
+    from refine_iqa.data.scenes import generate_scene, scene_seed
+    from refine_iqa.distortions import apply
+    from refine_iqa.io_utils import save_image
+
+    out_dir = Path(out_dir)
+    items = []
+    for i in range(n):
+        family = EXPOSURE_FAMILIES[i % 2]
+        name = f"{family}.shift_hsv"
+        for attempt in range(50):
+            scene = scene_seed(seed, _index(split, i, attempt))
+            image, objects = generate_scene(scene, size, size, n_objects=(1, 1), min_box_frac=0.85,
+                                            max_box_frac=1.0)
+            box = objects[0]["box"]
+            dist = apply(image, name, 5, seed=scene, box=box)
+            x1, y1, x2, y2 = box
+            change = np.abs(dist[y1:y2, x1:x2].astype(np.float64) - image[y1:y2, x1:x2]).mean()
+            if change >= MIN_VISIBLE_CHANGE:
+                break
+        else:
+            raise RuntimeError(f"{split} item {i}: no scene with a visible {name} change in 50 attempts")
+        ref_path, dist_path = out_dir / split / f"ref-{i:04d}.png", out_dir / split / f"dist-{i:04d}.png"
+        save_image(ref_path, image)
+        save_image(dist_path, dist)
+        items.append({"id": f"{split}-{i:04d}", "ref_path": str(ref_path), "dist_path": str(dist_path),
+                      "objects": [objects[0]["name"]], "object": objects[0]["name"], "box": box,
+                      "family": family, "type": name, "level": 5, "split": split})
+    return items
+
+
+def _index(split: str, i: int, attempt: int) -> int:
+    # Distinct scene indices per split, item and attempt (train and test never share a scene).
+    return {"train": 0, "test": 1}[split] * 10_000_000 + i * 100 + attempt

@@ -97,6 +97,8 @@ class SlurmCluster:
     db_password: str = "refine-iqa-slurmdbd"
     started: list = field(default_factory=list)       # [(name, Popen)] this object started, in order
     written: list = field(default_factory=list)       # config files this object created
+    install_seconds: float = 0.0                       # apt-get time of the last start() (0 when installed)
+    start_seconds: float = 0.0                         # the rest of start(): daemons up, node idle
 
     @property
     def node(self) -> str:
@@ -112,7 +114,8 @@ class SlurmCluster:
         reason = why_unavailable()
         if reason:
             raise ClusterError(reason)
-        ensure_installed()
+        self.install_seconds = ensure_installed()
+        t0 = time.monotonic()
         for d in (self.state_dir, self.log_dir, self.state_dir / "ctld", self.state_dir / "slurmd"):
             d.mkdir(parents=True, exist_ok=True)
         try:
@@ -126,6 +129,7 @@ class SlurmCluster:
         except BaseException:
             self.stop()
             raise
+        self.start_seconds = time.monotonic() - t0
         return self
 
     def stop(self) -> None:

@@ -106,10 +106,10 @@ class _State:
         self.global_step, self.max_steps = step, max_steps
 
 
-def test_no_extra_checkpoint_at_the_last_step_unless_it_is_a_regular_one():
-    cb = _NoFinalSave(every=4)
-    assert cb.on_step_end(None, _State(10, 10), _Ctl()).should_save is False   # 10 % 4 != 0: skip
-    assert cb.on_step_end(None, _State(8, 8), _Ctl()).should_save is True      # a regular checkpoint step
+def test_no_checkpoint_at_the_last_step():
+    cb = _NoFinalSave()
+    assert cb.on_step_end(None, _State(10, 10), _Ctl()).should_save is False   # the final model follows
+    assert cb.on_step_end(None, _State(8, 8), _Ctl()).should_save is False     # even on a regular step
     assert cb.on_step_end(None, _State(4, 10), _Ctl()).should_save is True     # mid-run: untouched
 
 
@@ -146,8 +146,12 @@ def _start(root: Path, model: Path, out: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO / "src")}
     return subprocess.Popen([sys.executable, "-c", DRIVER, str(root / "params.json"), str(model),
-                             str(root / "scoring" / "scoring_train.jsonl"), str(out), str(root / f"{out.name}.jsonl")],
+                             str(root / "scoring" / "scoring_train.jsonl"), str(out), str(_curve(root, out))],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=root)
+
+
+def _curve(root: Path, out: Path) -> Path:
+    return root / f"{out.parent.name}-curve.jsonl"
 
 
 def _curve_steps(path: Path) -> list[int]:
@@ -164,6 +168,8 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(stage2_inputs):
     root, model = stage2_inputs
     out = root / "killed" / "stage2-main"
     ckpts = checkpoint_dir_for(out)
+    ref = root / "straight" / "stage2-main"
+    straight = _start(root, model, ref)  # the uninterrupted run, for comparison (runs alongside)
     proc = _start(root, model, out)
     deadline = time.monotonic() + 240
     while latest_checkpoint(ckpts) is None and proc.poll() is None and time.monotonic() < deadline:
@@ -185,15 +191,13 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(stage2_inputs):
     step = int(resumed[0].rsplit("global step ", 1)[1].rstrip(")"))
     assert step >= k and step % EVERY == 0      # at least where it was killed (a later one may have completed)
     # The curve holds each step once: 1..step restored from the checkpoint, step+1..MAX_STEPS trained now.
-    assert _curve_steps(root / "stage2-main.jsonl") == list(range(1, MAX_STEPS + 1))
+    assert _curve_steps(_curve(root, out)) == list(range(1, MAX_STEPS + 1))
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
     assert not ckpts.exists()  # removed once the final model is saved
 
     # Resuming restores weights, optimizer, scheduler, RNG and data order: the result is the uninterrupted run's.
-    ref = root / "straight" / "stage2-main"
-    proc = _start(root, model, ref)
-    third_log = proc.communicate(timeout=300)[0]
-    assert proc.returncode == 0, third_log[-3000:]
+    third_log = straight.communicate(timeout=300)[0]
+    assert straight.returncode == 0, third_log[-3000:]
     assert "[grpo] no checkpoint to resume" in third_log
     import torch
 

@@ -146,7 +146,7 @@ def render_report(params: dict, metrics_path, report_path, figures_dir) -> Path:
     for name, res in m["scoring"].items():
         for ds, r in res["datasets"].items():
             paper = PAPER["table3"].get(ds)
-            rows.append([name, ds + (" (synthetic)" if ds == "synthetic" else ""), _fmt(r["no_think"]["prob"]["srcc"]),
+            rows.append([name, "synthetic (proxy MOS)" if ds == "synthetic" else ds, _fmt(r["no_think"]["prob"]["srcc"]),
                          _fmt(r["no_think"]["prob"]["plcc"]), f"{paper[0]:.3f} / {paper[1]:.3f}" if paper else "-"])
     for metric, per in m.get("baselines", {}).items():
         for ds, r in per.items():

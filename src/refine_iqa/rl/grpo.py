@@ -166,14 +166,12 @@ def prepare_checkpoints(checkpoint_dir: str | Path, key: str) -> Path | None:
 
 
 class _NoFinalSave(TrainerCallback):
-    """transformers also saves at the last step; the final model is saved by the caller right after, so an
-    extra full checkpoint (optimizer state of a 7B model) would only cost time and disk."""
-
-    def __init__(self, every: int):
-        self.every = every
+    """transformers also saves at the last step; the caller saves the final model right after, so a full
+    checkpoint there (optimizer state of a 7B model) would only cost time and disk. A job killed between the
+    last step and the final save resumes from the previous checkpoint."""
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= state.max_steps and state.global_step % self.every != 0:
+        if state.global_step >= state.max_steps:
             control.should_save = False
         return control
 
@@ -237,7 +235,7 @@ def run_grpo(model, processor, samples: list[dict], reward_funcs: list, settings
             # The main process cleans up and decides first; the others then see the same folder (same decision).
             with args.main_process_first(local=False, desc="checkpoints"):
                 resume_from = prepare_checkpoints(out, key)
-        callbacks = [MetricsSink(curve_path, on_log)] + ([_NoFinalSave(every)] if every > 0 else [])
+        callbacks = [MetricsSink(curve_path, on_log)] + ([_NoFinalSave()] if every > 0 else [])
         trainer = _ResumableTrainer(
             model=model,
             reward_funcs=reward_funcs,
