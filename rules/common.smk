@@ -60,7 +60,10 @@ def launcher():
     c = config["compute"]
     if c["num_processes"] == 1 and c["device"] == "cpu":
         return "python"
-    return f"accelerate launch --config_file {c['accelerate_config']} --num_processes {c['num_processes']}"
+    # Inside a SLURM allocation the job's GPU count wins, so the profile's `gpu` request and the process
+    # count cannot disagree.
+    n = "${SLURM_GPUS_ON_NODE:-%d}" % c["num_processes"]
+    return f"accelerate launch --config_file {c['accelerate_config']} --num_processes {n}"
 
 
 def stage2_variants():
