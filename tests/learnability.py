@@ -22,9 +22,10 @@ from refine_iqa.model.loading import load_model_and_processor
 from refine_iqa.rl.trainer import read_curve
 
 
-def tiny_model(folder: str | Path, *, seed: int, hidden_size: int = 64, num_layers: int = 2):
+def tiny_model(folder: str | Path, *, seed: int, hidden_size: int = 64, num_layers: int = 2,
+               max_pixels: int = 28 * 28 * 16):
     """A freshly built embedded model (random weights from `seed`), loaded through the project's loader."""
-    build_tiny_model(folder, seed=seed, hidden_size=hidden_size, num_layers=num_layers)
+    build_tiny_model(folder, seed=seed, hidden_size=hidden_size, num_layers=num_layers, max_pixels=max_pixels)
     return load_model_and_processor(folder)
 
 
