@@ -43,7 +43,7 @@ test-quick: setup
 	$(BIN)/python -m pytest -q -m "not slow and not slurm and not browser and not distributed" $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check src tests workflow_scripts
+	$(BIN)/ruff check src tests workflow_scripts benchmarks
 	$(BIN)/snakemake --lint
 
 dry-run: setup

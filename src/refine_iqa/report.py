@@ -61,6 +61,45 @@ def _fmt(x, pct=False) -> str:
     return f"{100 * x:.2f}%" if pct else f"{x:.3f}"
 
 
+def _answer_cell(text, limit: int = 48) -> str:
+    """A model's answer inside a Markdown table cell: shortened, pipes and backticks made harmless."""
+    if text is None:
+        return "n/a"
+    text = " ".join(str(text).split())
+    text = text if len(text) <= limit else text[:limit - 3] + "..."
+    return "`" + text.replace("`", "'").replace("|", "\\|") + "`"
+
+
+def _stage1_answers_section(m: dict) -> list[str]:
+    """What the greedy answers look like before/after Stage-1: parsable share, variety, the most frequent
+    answer, and the Stage-1 training rewards (first vs last 20 steps)."""
+    rows = []
+    for name in ("base", "stage1", "stage2-main"):
+        p = m["perception"][name]
+        row = [name]
+        for task in ("description", "grounding"):
+            a = p.get("answers", {}).get(task, {})
+            share = a.get("top_share")
+            row += [_fmt(p[task]["all"].get("parse_rate"), True), f"{a.get('distinct', 'n/a')} / {a.get('n', 'n/a')}",
+                    f"{_answer_cell(a.get('top_answer'))} ({_fmt(share, True)})"]
+        rows.append(row)
+    out = ["## Stage-1 before / after: what the models answer (FR + NR test split, greedy)", "",
+           _table(["model", "description parsable", "distinct descriptions", "most frequent description",
+                   "box parsable", "distinct boxes", "most frequent box"], rows), ""]
+    c = m["curves"].get("stage1", {})
+    rows = [[k.removeprefix("rewards/").removesuffix("/mean"), _fmt(c[k]["first20"]), _fmt(c[k]["last20"])]
+            for k in ("rewards/description_reward/mean", "rewards/grounding_reward/mean", "rewards/format_reward/mean")
+            if k in c]
+    if rows:
+        out += [f"Stage-1 training rewards ({c.get('steps')} steps), mean of the first and last 20 steps:", "",
+                _table(["reward", "first 20", "last 20"], rows), ""]
+    if m["configuration"] == "embedded":
+        out += ["> At the embedded size a single answer string for every image (distinct = 1) means the policy has "
+                "collapsed: it ignores the image. That Stage-1's GRPO can teach this model to read a distortion "
+                "from the image is shown separately by tests/test_learnability_stage1.py (docs/learnability.md).", ""]
+    return out
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -138,6 +177,7 @@ def render_report(params: dict, metrics_path, report_path, figures_dir) -> Path:
             rows = [[n] + [_fmt(m["perception"][n]["description"]["all"][f"{f}_accuracy"], True) for f in ("object", "family", "severity")]
                     for n in ("base", "stage1", "stage2-main")]
             out += ["Per-field accuracy (FR + NR):", "", _table(["model", "object", "distortion", "severity"], rows), ""]
+    out += _stage1_answers_section(m)
     out += [f"Paper (Qwen2.5-VL-7B, Refine-Perception-20K-test), overall description accuracy: base {PAPER['table1_overall']['base']:.2%}, "
             f"S1 {PAPER['table1_overall']['stage1']:.2%}, S2 {PAPER['table1_overall']['stage2-main']:.2%}; grounding IoU S1 {PAPER['table2_overall_s1']}.", ""]
     # Table 3 / Stage-2 before-after

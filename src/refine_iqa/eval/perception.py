@@ -2,12 +2,15 @@
 
 A description is correct only when object, distortion family and severity are all right (Table 1). Grounding
 is the IoU between the predicted box and the distorted box in the processor's resized pixels (Table 2).
-Full-reference and no-reference samples are reported separately and together.
+Full-reference and no-reference samples are reported separately and together. Beside the tables: how many
+answers parse at all, and how varied the answers are (a policy that writes one string for every image has
+collapsed, whatever its accuracy).
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from statistics import mean
 
 from refine_iqa import parsing, prompts
@@ -22,17 +25,19 @@ TABLE_FAMILIES = ("blur", "noise", "compression", "brighten", "darken", "saturat
 
 
 def score_completion(sample: dict, completion: str, tags="paper") -> dict:
-    """Per-sample outcome: all-three-correct and per-field matches (description) or IoU (grounding)."""
+    """Per-sample outcome: all-three-correct and per-field matches (description) or IoU (grounding), and
+    whether the answer parsed at all (an unparsable answer counts as wrong / IoU 0)."""
     style = prompts.get_tag_style(tags)
     if sample["task"] == "description":
         pred = parsing.parse_choices(completion, style)
         gt = (sample["answer_object"], sample["answer_family"], sample["answer_severity"])
         fields = [pred is not None and parsing.normalise_choice(p) == parsing.normalise_choice(g)
                   for p, g in zip(pred or ("", "", ""), gt)]
-        return {"correct": all(fields), "object_ok": fields[0], "family_ok": fields[1], "severity_ok": fields[2]}
+        return {"correct": all(fields), "object_ok": fields[0], "family_ok": fields[1], "severity_ok": fields[2],
+                "parsed": pred is not None}
     box = parsing.parse_box(completion, style)
     value = iou(box, sample["box_model"], sample["model_wh"]) if box is not None else 0.0
-    return {"iou": value}
+    return {"iou": value, "parsed": box is not None}
 
 
 def _agg(values: list[float]) -> float:
@@ -54,10 +59,25 @@ def summarise(samples: list[dict], outcomes: list[dict]) -> dict:
             table["hard"] = _agg([float(o[key]) for s, o in rows if s["family"] not in EASY_FAMILIES])
             table["overall"] = _agg([float(o[key]) for _, o in rows])
             table["n"] = len(rows)
+            table["parse_rate"] = _agg([float(o["parsed"]) for _, o in rows])
             if task == "description":
                 for f in ("object_ok", "family_ok", "severity_ok"):
                     table[f.replace("_ok", "_accuracy")] = _agg([float(o[f]) for _, o in rows])
             out[task][ref] = table
+    return out
+
+
+def answer_variety(samples: list[dict], completions: list[str]) -> dict:
+    """Per task: number of distinct answers (whitespace-trimmed), the most frequent one and its share."""
+    out = {}
+    for task in ("description", "grounding"):
+        answers = [c.strip() for s, c in zip(samples, completions) if s["task"] == task]
+        if not answers:
+            out[task] = {"n": 0, "distinct": 0, "top_answer": None, "top_share": math.nan}
+            continue
+        top, count = Counter(answers).most_common(1)[0]
+        out[task] = {"n": len(answers), "distinct": len(set(answers)), "top_answer": top,
+                     "top_share": count / len(answers)}
     return out
 
 
@@ -70,4 +90,4 @@ def evaluate_perception(model, processor, samples: list[dict], *, tags="paper", 
     preds = [{"item_id": s["item_id"], "task": s["task"], "full_reference": s["full_reference"],
               "family": s["family"], "level": s["level"], "completion": c, **o}
              for s, c, o in zip(samples, completions, outcomes)]
-    return summarise(samples, outcomes), preds
+    return {**summarise(samples, outcomes), "answers": answer_variety(samples, completions)}, preds
