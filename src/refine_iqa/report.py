@@ -42,7 +42,7 @@ def collect_metrics(params: dict, out_path, *, variants: list[str]) -> dict:
     m["baselines"] = read_json(R / "baselines.json")
     for stage in ["stage1"] + [f"stage2-{v}" for v in variants]:
         curve = read_jsonl(R / "curves" / f"{stage}.jsonl")
-        m["curves"][stage] = {"steps": len(curve), **{
+        m["curves"][stage] = {"steps": len({r["step"] for r in curve if "step" in r}), **{
             k: {"first20": _window_mean(curve, k, True), "last20": _window_mean(curve, k, False)}
             for k in CURVE_KEYS if any(k in r for r in curve)}}
     atomic_write_json(out_path, m)
