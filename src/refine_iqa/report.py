@@ -75,6 +75,8 @@ def _stage1_answers_section(m: dict) -> list[str]:
     answer, and the Stage-1 training rewards (first vs last 20 steps)."""
     rows = []
     for name in ("base", "stage1", "stage2-main"):
+        # .get: a results/perception/*.json written before these fields existed still renders (as n/a); the
+        # workflow does not re-run an evaluation when only library code changed.
         p = m["perception"][name]
         row = [name]
         for task in ("description", "grounding"):
