@@ -75,11 +75,11 @@ def _one_by_one_pd(pd, prompts, texts, mos_scaled) -> list[dict | None]:
         if sub is None:
             out.append(None)  # no score to substitute: PD can only be 0 here
             continue
-        think = forcer.digit_probs(model, [forcer.item(forcer.prompt_ids(messages), messages, *sub)])[0]
+        think = forcer.digit_probs(model, [forcer.item(messages, *sub)])[0]
         ref_messages = _with_text(messages, pd.no_think_text)
         ref_text = P.no_think_reference_completion(float(s), pd.tags)
         ref_span = parsing.score_span(ref_text, pd.tags)
-        ref = forcer.digit_probs(model, [forcer.item(forcer.prompt_ids(ref_messages), ref_messages, ref_text, ref_span)])[0]
+        ref = forcer.digit_probs(model, [forcer.item(ref_messages, ref_text, ref_span)])[0]
         out.append({"r_think": digit_prob_reward(think, pd.weights), "r_ref": digit_prob_reward(ref, pd.weights),
                     "pd": pd_reward(think, ref, pd.weights)})
     return out
@@ -138,14 +138,14 @@ def install(rec: Recorder) -> None:
         calls = {"forward": 0, "items": 0, "n_calls_arg": None}
         forward, digit_probs = self.forcer._forward, self.forcer.digit_probs
 
-        def counted_forward(model, chunk):
+        def counted_forward(model, chunk, device):
             calls["forward"] += 1
-            return forward(model, chunk)
+            return forward(model, chunk, device)
 
-        def counted_digit_probs(model, items, n_calls=None):
+        def counted_digit_probs(model, items, n_calls=None, device=None):
             calls["items"] += len(items)
             calls["n_calls_arg"] = n_calls
-            return digit_probs(model, items, n_calls=n_calls)
+            return digit_probs(model, items, n_calls=n_calls, device=device)
 
         self.forcer._forward, self.forcer.digit_probs = counted_forward, counted_digit_probs
         try:

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -28,12 +29,14 @@ def _messages(image, think=True):
     return msgs
 
 
-def _plain_probs(model, processor, messages, completion, digits):
-    """Reference: one forward pass of the full substituted text, probabilities read by hand."""
+def _plain_probs(model, processor, messages, completion, digits, drop=()):
+    """Reference: one forward pass of the full substituted text through the processor, probabilities read by
+    hand in float64 (`drop` removes processor fields, to show what a forward without them gives)."""
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + completion
     enc = processor(text=[text], images=[[messages[0]["content"][0]["image"]]], return_tensors="pt")
+    enc = {k: v for k, v in enc.items() if k not in drop}
     with torch.no_grad():
-        logits = model(**enc).logits[0]
+        logits = model(**enc).logits[0].double()
     ids = enc["input_ids"][0].tolist()
     tok = processor.tokenizer
     out = []
@@ -43,7 +46,7 @@ def _plain_probs(model, processor, messages, completion, digits):
     pos_int = pos_tenths - 2  # "<int>" "." "<tenths>"
     for pos, d in zip((pos_int, pos_tenths), digits):
         assert tok.decode([ids[pos]]) == d
-        out.append(torch.softmax(logits[pos - 1].float(), -1)[ids[pos]].item())
+        out.append(torch.softmax(logits[pos - 1], -1)[ids[pos]].item())
     return out
 
 
@@ -54,10 +57,10 @@ def test_teacher_forced_probs_equal_a_plain_forward_pass(tiny, score):
     msgs = _messages(image)
     completion, span = substitute_score("[think]the image is sharp[/think][answer]Score: 1.2[/answer]", score, "paper")
     forcer = TeacherForcer(processor, chunk_size=2)
-    item = forcer.item(forcer.prompt_ids(msgs), msgs, completion, span)
+    item = forcer.item(msgs, completion, span)
     s = prompts.format_score(score)
     # Two other items in the batch (padding must not change the result).
-    other = forcer.item(forcer.prompt_ids(_messages(Image.fromarray(rgb(2)))), _messages(Image.fromarray(rgb(2))),
+    other = forcer.item(_messages(Image.fromarray(rgb(2))),
                         "[think]x[/think][answer]Score: 2.2[/answer]", (27, 30))
     probs = forcer.digit_probs(model, [other, item, other])
     ref = _plain_probs(model, processor, msgs, completion, (s[0], s[2]))
@@ -87,11 +90,73 @@ def test_pd_reward_gates_on_correctness_and_clips(tiny):
     # The correct rollout's reward is clip(r_think - r_ref, 0, 1) from the two teacher-forced passes.
     forcer = TeacherForcer(processor)
     sub, span = substitute_score(completions[0], 3.7, "paper")
-    think = forcer.digit_probs(model, [forcer.item(forcer.prompt_ids(msgs), msgs, sub, span)])[0]
+    think = forcer.digit_probs(model, [forcer.item(msgs, sub, span)])[0]
     ref_msgs = _messages(image, think=False)
     ref_text = prompts.no_think_reference_completion(3.7)
-    ref = forcer.digit_probs(model, [forcer.item(forcer.prompt_ids(ref_msgs), ref_msgs, ref_text, (15, 18))])[0]
+    ref = forcer.digit_probs(model, [forcer.item(ref_msgs, ref_text, (15, 18))])[0]
     expected = min(1.0, max(0.0, digit_prob_reward(think) - digit_prob_reward(ref)))
     assert rewards[0] == pytest.approx(expected, abs=1e-6)
     assert logged["pd/r_ref"] == pytest.approx(digit_prob_reward(ref), abs=1e-6)
     assert 0.0 <= rewards[0] <= 1.0 and not math.isnan(rewards[0])
+
+
+@pytest.fixture(scope="module")
+def positional(tiny_model_dir):
+    """The tiny model with the language model's q/k projections scaled x30: its attention now depends strongly
+    on position, so a forward with the wrong (sequential) positions gives clearly different probabilities."""
+    from refine_iqa.model.loading import load_model_and_processor
+
+    model, processor = load_model_and_processor(tiny_model_dir)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "language_model" in name and ("q_proj" in name or "k_proj" in name):
+                p.mul_(30.0)
+    return model.eval(), processor
+
+
+def test_pd_uses_the_trainers_mrope_positions(positional):
+    """PD's z equals a correct processor forward (with mm_token_type_ids, as TRL feeds the policy) to 1e-5;
+    the same forward without mm_token_type_ids (what the old hand-built inputs amounted to) is far outside."""
+    model, processor = positional
+    msgs = _messages(Image.fromarray(np.random.default_rng(5).integers(0, 256, (140, 112, 3), dtype=np.uint8)))
+    completion, span = substitute_score("[think]the image is sharp[/think][answer]Score: 1.2[/answer]", 3.7, "paper")
+    forcer = TeacherForcer(processor, chunk_size=4)
+    other = forcer.item(_messages(Image.fromarray(rgb(2))), "[think]x[/think][answer]Score: 2.2[/answer]", (27, 30))
+    z = forcer.digit_probs(model, [other, forcer.item(msgs, completion, span)])[1]
+    correct = _plain_probs(model, processor, msgs, completion, ("3", "7"))
+    sequential = _plain_probs(model, processor, msgs, completion, ("3", "7"), drop=("mm_token_type_ids",))
+    assert z == pytest.approx(correct, rel=1e-5, abs=1e-7)
+    gap = max(abs(a - b) / max(b, 1e-12) for a, b in zip(sequential, correct))
+    assert gap > 0.05, f"the model is not position-sensitive enough for this test (gap {gap:.3g})"
+
+
+def test_pd_forward_runs_without_gradient_checkpointing_and_restores_it(tiny_model_dir):
+    from refine_iqa.model.loading import load_model
+    from refine_iqa.rl.pd import checkpointing_off
+
+    model = load_model(tiny_model_dir)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    calls = []
+    for m in model.modules():
+        if getattr(m, "gradient_checkpointing", False) is True:
+            orig = m._gradient_checkpointing_func
+            m._gradient_checkpointing_func = lambda *a, _o=orig, **k: (calls.append(1), _o(*a, **k))[1]
+    from refine_iqa.model.loading import load_processor
+    from refine_iqa.rl.forcing import prompt_completion_inputs
+
+    processor = load_processor(tiny_model_dir)
+    msgs = _messages(Image.fromarray(rgb(4)))
+    forcer = TeacherForcer(processor)
+    ids = processor.tokenizer("x", add_special_tokens=False)["input_ids"]
+    inputs, _ = prompt_completion_inputs(processor, [msgs], [ids])
+    with torch.enable_grad():  # even with gradients on, nothing is checkpointed inside the context
+        with checkpointing_off(model):
+            model.model(**inputs)
+    assert calls == []
+    forcer.digit_probs(model, [forcer.item(msgs, "[answer]Score: 2.2[/answer]", (15, 18))])
+    assert calls == []
+    assert model.is_gradient_checkpointing and model.training
+    with torch.enable_grad():  # restored: a grad-enabled training forward checkpoints again
+        model(**inputs)
+    assert calls

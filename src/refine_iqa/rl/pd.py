@@ -8,11 +8,15 @@ r_think = sum_k w_k z_k. r_ref is the same quantity for the fixed no-think compl
 
 All sequences of a step go through one batched forward pass without gradient (chunked by `chunk_size`);
 every process makes the same number of forward calls (DeepSpeed ZeRO-3 gathers parameters collectively).
+Inputs come from `rl/forcing.py`, the same path as TRL's loss forward (mm_token_type_ids included, so the
+model uses its 3-D mrope positions). Only the hidden states of the rows that predict a digit go through the
+output head, in float32; gradient checkpointing is off for this forward.
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -20,23 +24,15 @@ import torch
 from refine_iqa import parsing
 from refine_iqa import prompts as P
 from refine_iqa.rewards import answer_reward, completion_text, digit_prob_reward, pd_reward
+from refine_iqa.rl.forcing import prompt_completion_inputs, to_device
 
 
 @dataclass
 class TeacherForcedItem:
-    prompt_ids: list[int]
+    messages: list  # the prompt conversation, images in its content parts
     completion_ids: list[int]
     digit_positions: list[int]  # indices into completion_ids of the ground-truth digit tokens
     digit_token_ids: list[int]
-    images: list  # PIL images of the prompt, in order
-
-
-def _images_of(messages) -> list:
-    out = []
-    for m in messages:
-        if isinstance(m.get("content"), list):
-            out.extend(part["image"] for part in m["content"] if part.get("type") == "image" and "image" in part)
-    return out
 
 
 def _with_text(messages, text: str):
@@ -60,21 +56,59 @@ def substitute_score(text: str, score: float, tags) -> tuple[str, tuple[int, int
     return text[: span[0]] + s + text[span[1] :], (span[0], span[0] + len(s))
 
 
+@contextmanager
+def checkpointing_off(model):
+    """Gradient checkpointing off for a no-grad forward (nothing to recompute), restored afterwards."""
+    layers = [m for m in model.modules() if getattr(m, "gradient_checkpointing", False) is True]
+    for m in layers:
+        m.gradient_checkpointing = False
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.gradient_checkpointing = True
+
+
+def _zero3_gathered(params):
+    """Under DeepSpeed ZeRO-3 a parameter outside its module's forward is a stub: gather it for reading."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if is_deepspeed_zero3_enabled():
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+    return nullcontext()
+
+
+def token_log_probs(hidden: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor, vocab_chunk: int = 16384) -> torch.Tensor:
+    """log softmax(head(hidden))[target] per row, in float32, for the given rows only.
+
+    hidden (N, H), targets (N,). The output head is applied in float32 chunk by chunk over the vocabulary (a
+    bf16 logit carries ~0.1 absolute error, several percent on a probability), so the transient memory is
+    N x vocab_chunk floats, never a (positions x vocabulary) tensor.
+    """
+    weight, bias = head.weight, getattr(head, "bias", None)
+    with _zero3_gathered([weight] + ([bias] if bias is not None else [])):
+        h = hidden.float()
+        parts = []
+        for a in range(0, weight.shape[0], vocab_chunk):
+            logits = h @ weight[a : a + vocab_chunk].float().T
+            if bias is not None:
+                logits = logits + bias[a : a + vocab_chunk].float()
+            parts.append(torch.logsumexp(logits, dim=-1))
+        target = (h * weight[targets].float()).sum(-1) + (bias[targets].float() if bias is not None else 0.0)
+    return target - torch.logsumexp(torch.stack(parts, dim=-1), dim=-1)
+
+
 class TeacherForcer:
-    """Tokenises prompt + completion like the trainer does and reads digit probabilities in batches."""
+    """Teacher-forces prompt + completion through the trainer's own input path and reads digit probabilities."""
 
     def __init__(self, processor, chunk_size: int = 16):
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.chunk_size = chunk_size
 
-    def prompt_ids(self, messages) -> list[int]:
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        images = _images_of(messages) or None
-        enc = self.processor(text=[text], images=[images] if images else None, return_tensors="pt")
-        return enc["input_ids"][0].tolist()
-
-    def item(self, prompt_ids: list[int], messages, completion: str, digit_span: tuple[int, int]) -> TeacherForcedItem:
+    def item(self, messages, completion: str, digit_span: tuple[int, int]) -> TeacherForcedItem:
         enc = self.tokenizer(completion, add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = enc["input_ids"], enc["offset_mapping"]
         positions, tokens = [], []
@@ -86,50 +120,40 @@ class TeacherForcer:
                 raise ValueError(f"digit at {char_pos} of {completion!r} is not a single token; the PD reward needs a tokenizer that splits digits")
             positions.append(idx)
             tokens.append(ids[idx])
-        return TeacherForcedItem(prompt_ids, ids, positions, tokens, _images_of(messages))
+        return TeacherForcedItem(messages, ids, positions, tokens)
 
     @torch.no_grad()
-    def digit_probs(self, model, items: list[TeacherForcedItem], n_calls: int | None = None) -> list[list[float]]:
+    def digit_probs(self, model, items: list[TeacherForcedItem], n_calls: int | None = None, device=None) -> list[list[float]]:
         """Probabilities of each item's digit tokens. `n_calls` forces that many forward calls (ZeRO-3)."""
         out: list[list[float]] = []
         chunks = [items[i : i + self.chunk_size] for i in range(0, len(items), self.chunk_size)]
         n_calls = max(n_calls or 0, len(chunks))
+        device = device if device is not None else next(model.parameters()).device
         for c in range(n_calls):
             chunk = chunks[c] if c < len(chunks) else chunks[-1][:1]  # a dummy call keeps ranks in step
-            probs = self._forward(model, chunk)
+            probs = self._forward(model, chunk, device)
             if c < len(chunks):
                 out.extend(probs)
         return out
 
-    def _forward(self, model, chunk: list[TeacherForcedItem]) -> list[list[float]]:
-        device = next(model.parameters()).device
-        seqs = [it.prompt_ids + it.completion_ids for it in chunk]
-        length = max(len(s) for s in seqs)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.full((len(seqs), length), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), length), dtype=torch.long)
-        for i, s in enumerate(seqs):  # left padding: every completion ends at the last position
-            input_ids[i, length - len(s) :] = torch.tensor(s)
-            mask[i, length - len(s) :] = 1
-        kwargs = {}
-        images = [im for it in chunk for im in it.images]
-        if images:
-            vis = self.processor.image_processor(images=images, return_tensors="pt")
-            kwargs = {"pixel_values": vis["pixel_values"].to(device), "image_grid_thw": vis["image_grid_thw"].to(device)}
-        # Only the completion's logits are needed (the vocabulary of a real model is 152k wide).
-        keep = max(len(it.completion_ids) for it in chunk) + 1
-        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), logits_to_keep=keep, **kwargs).logits
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        result = []
+    def _forward(self, model, chunk: list[TeacherForcedItem], device) -> list[list[float]]:
+        inputs, prompt_len = prompt_completion_inputs(self.processor, [it.messages for it in chunk],
+                                                      [it.completion_ids for it in chunk])
+        # Only the rows that predict a digit are read: logits at position P + j - 1 predict completion token j.
+        k = max(len(it.digit_positions) for it in chunk)
+        rows = torch.zeros((len(chunk), k), dtype=torch.long)
+        targets = torch.zeros((len(chunk), k), dtype=torch.long)
         for i, it in enumerate(chunk):
-            row = []
-            for pos, tok in zip(it.digit_positions, it.digit_token_ids):
-                # Logits at position t predict token t+1. The kept window ends at the last position, where
-                # the completion's last token sits, so completion token `pos` is predicted `from_end` back.
-                from_end = len(it.completion_ids) - pos  # 1 for the completion's last token
-                row.append(math.exp(logprobs[i, keep - 1 - from_end, tok].item()))
-            result.append(row)
-        return result
+            pos = [prompt_len + p - 1 for p in it.digit_positions] or [prompt_len - 1]
+            tok = list(it.digit_token_ids) or [0]
+            rows[i] = torch.tensor((pos + pos[-1:] * k)[:k])  # short rows repeat their last entry
+            targets[i] = torch.tensor((tok + tok[-1:] * k)[:k])
+        with checkpointing_off(model):
+            hidden = model.model(**to_device(inputs, device)).last_hidden_state
+        picked = torch.take_along_dim(hidden, rows.to(hidden.device)[..., None], dim=1)  # (B, k, H)
+        logp = token_log_probs(picked.reshape(-1, picked.shape[-1]), model.get_output_embeddings(),
+                               targets.reshape(-1).to(hidden.device)).view(len(chunk), k)
+        return [[math.exp(logp[i, j].item()) for j in range(len(it.digit_positions))] for i, it in enumerate(chunk)]
 
 
 class PDReward:
@@ -156,6 +180,11 @@ class PDReward:
 
     def _model(self):
         return self.trainer.model
+
+    def _device(self):
+        # The accelerator's device, not a parameter's: under ZeRO-3 with parameter offload those sit on the CPU.
+        acc = getattr(self.trainer, "accelerator", None)
+        return acc.device if acc is not None else None
 
     def _n_calls(self, n_local: int) -> int:
         """Same number of forward calls on every process (the maximum over processes)."""
@@ -185,19 +214,16 @@ class PDReward:
             ref_messages = _with_text(prompts[first], self.no_think_text)
             ref_text = P.no_think_reference_completion(s, self.tags)
             ref_span = parsing.score_span(ref_text, self.tags)
-            items.append(self.forcer.item(self.forcer.prompt_ids(ref_messages), ref_messages, ref_text, ref_span))
+            items.append(self.forcer.item(ref_messages, ref_text, ref_span))
             owners.append((g, None))
-            think_prompt_ids = None
             for i in members:
                 if not self._correct(texts[i], s):
                     continue  # Eq. 5: r_pd only counts for rollouts with r_ans = r_fmt = 1
                 text, span = substitute_score(texts[i], s, self.tags)
-                if think_prompt_ids is None:
-                    think_prompt_ids = self.forcer.prompt_ids(prompts[first])
-                items.append(self.forcer.item(think_prompt_ids, prompts[first], text, span))
+                items.append(self.forcer.item(prompts[first], text, span))
                 owners.append((g, i))
         n_local = math.ceil(len(items) / self.forcer.chunk_size)
-        probs = self.forcer.digit_probs(self._model(), items, n_calls=self._n_calls(n_local))
+        probs = self.forcer.digit_probs(self._model(), items, n_calls=self._n_calls(n_local), device=self._device())
         ref_probs = {g: z for (g, i), z in zip(owners, probs) if i is None}
         think_vals = []
         for (g, i), z in zip(owners, probs):

@@ -14,21 +14,15 @@ import random
 import torch
 
 from refine_iqa.generation import with_images
-from refine_iqa.rl.pd import TeacherForcer
+from refine_iqa.rl.forcing import prompt_completion_inputs, to_device
 from refine_iqa.rl.samples import random_answer
 
 log = logging.getLogger(__name__)
 
 
-def _encode_prompts(processor, samples: list[dict]) -> list[dict]:
-    forcer = TeacherForcer(processor)
-    out = []
-    for s in samples:
-        msgs = with_images(s["prompt"], s["images"])
-        vis = processor.image_processor(images=s["images"], return_tensors="pt")
-        out.append({"prompt_ids": forcer.prompt_ids(msgs), "pixel_values": vis["pixel_values"],
-                    "image_grid_thw": vis["image_grid_thw"]})
-    return out
+def _conversation(sample: dict) -> list[dict]:
+    """The sample's prompt with its images in the content parts (the one place this module touches images)."""
+    return with_images(sample["prompt"], sample["images"])
 
 
 def warm_start(model, processor, samples: list[dict], *, steps: int, learning_rate: float, batch_size: int,
@@ -36,7 +30,6 @@ def warm_start(model, processor, samples: list[dict], *, steps: int, learning_ra
     """Train `model` in place; each step draws `batch_size` samples and fresh random answers. Returns losses."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    encoded = _encode_prompts(processor, samples)
     tok = processor.tokenizer
     eos = tok.convert_tokens_to_ids("<|im_end|>")
     opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
@@ -44,27 +37,19 @@ def warm_start(model, processor, samples: list[dict], *, steps: int, learning_ra
     losses = []
     for step in range(steps):
         idx = [rng.randrange(len(samples)) for _ in range(batch_size)]
-        seqs, labels, pix, grids = [], [], [], []
+        convs, comps = [], []
         for i in idx:
-            s, e = samples[i], encoded[i]
+            s = samples[i]
             think = s.get("think") if "task" not in s else None
             answer = random_answer(s, rng, tags, think_words=think_words, think=think)
-            comp = tok(answer, add_special_tokens=False)["input_ids"] + [eos]
-            seqs.append(e["prompt_ids"] + comp)
-            labels.append([-100] * len(e["prompt_ids"]) + comp)
-            pix.append(e["pixel_values"])
-            grids.append(e["image_grid_thw"])
-        length = max(len(x) for x in seqs)
-        ids = torch.full((len(seqs), length), tok.pad_token_id, dtype=torch.long)
-        lab = torch.full((len(seqs), length), -100, dtype=torch.long)
-        mask = torch.zeros((len(seqs), length), dtype=torch.long)
-        for r, (x, y) in enumerate(zip(seqs, labels)):
-            ids[r, : len(x)] = torch.tensor(x)
-            lab[r, : len(y)] = torch.tensor(y)
-            mask[r, : len(x)] = 1
+            convs.append(_conversation(s))
+            comps.append(tok(answer, add_special_tokens=False)["input_ids"] + [eos])
+        # The trainer's own input path (rl/forcing.py): mm_token_type_ids and the other processor fields included.
+        inputs, prompt_len = prompt_completion_inputs(processor, convs, comps)
+        labels = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, -100)
+        labels[:, :prompt_len] = -100  # only the completion is learned
         dev = next(model.parameters()).device
-        out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), labels=lab.to(dev),
-                    pixel_values=torch.cat(pix).to(dev), image_grid_thw=torch.cat(grids).to(dev))
+        out = model(**to_device(inputs, dev), labels=labels.to(dev))
         opt.zero_grad()
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
