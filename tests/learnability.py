@@ -37,7 +37,7 @@ def seed_all(seed: int) -> None:
 
 def grpo_settings(**overrides) -> dict:
     """A `stage*.grpo` settings block (the keys of params.yaml) with the learnability defaults."""
-    base = dict(learning_rate=1e-3, lr_scheduler_type="constant", warmup_ratio=0.0, weight_decay=0.0,
+    base = dict(learning_rate=1e-3, lr_scheduler_type="constant", warmup_epochs=0.0, weight_decay=0.0,
                 num_train_epochs=1000, max_steps=300, per_device_train_batch_size=32,
                 gradient_accumulation_steps=1, num_generations=8, max_completion_length=16, temperature=1.0,
                 epsilon=0.2, beta=0.0, bf16=False, gradient_checkpointing=False, logging_steps=1)

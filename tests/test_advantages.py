@@ -133,3 +133,27 @@ def test_bad_inputs(kwargs, message):
         modified_advantages(**kwargs)
     with pytest.raises(TypeError, match="torch.Tensor"):
         grpo_advantages([[1.0, 0.0]])
+
+
+def test_a_rollout_no_reward_function_scored_is_not_a_zero_reward():
+    """Hand-worked: G = 4, reward functions (answer, format, pd), weights 1. Row 2 was scored by no function."""
+    from refine_iqa.rl.advantages import weighted_total
+
+    nan = math.nan
+    rpf = torch.tensor([[1.0, 1.0, 0.2], [0.0, 1.0, nan], [nan, nan, nan], [0.0, 0.0, nan]])
+    total = weighted_total(rpf, torch.tensor([1.0, 1.0, 1.0]))
+    assert total[[0, 1, 3]].tolist() == pytest.approx([2.2, 1.0, 0.0]) and math.isnan(total[2].item())
+    correct = torch.tensor([[True, False, False, False]])
+    adv = modified_advantages(total.view(1, 4), correct, delta=0.02, sigma_min=0.1, eps=1e-4)[0]
+    # valid rewards 2.2, 1.0, 0.0: mean 3.2/3; squared deviations 1.284444 + 0.004444 + 1.137778 = 2.426667;
+    # sample variance 2.426667/2 = 1.213333, std 1.101514; row 0: (2.2 - 1.066667)/(1.101514 + 1e-4) = 1.028794
+    assert adv.tolist() == pytest.approx([1.1333333 / (1.2133333 ** 0.5 + 1e-4), 0.0, 0.0, 0.0], rel=1e-6)
+    # Counted as 0 (a nansum), the same group gives rewards 2.2, 1, 0, 0: mean 0.8, std 1.045626, row 0 1.338787.
+    as_zero = modified_advantages(torch.nan_to_num(total).view(1, 4), correct)[0]
+    assert as_zero[0].item() == pytest.approx(1.4 / (1.0933333 ** 0.5 + 1e-4), rel=1e-6)
+    # A group left with one scored rollout and no correct one: std 0 -> (0 - 0.02)/0.1 for it, 0 for the rest.
+    lone = weighted_total(torch.tensor([[nan, nan], [nan, nan], [nan, nan], [0.0, 1.0]]), torch.tensor([1.0, 1.0]))
+    adv = modified_advantages(lone.view(1, 4), torch.zeros(1, 4, dtype=torch.bool))[0]
+    assert adv.tolist() == pytest.approx([0.0, 0.0, 0.0, -0.2])
+    with pytest.raises(ValueError, match="weights"):
+        weighted_total(rpf, torch.tensor([1.0, 1.0]))

@@ -98,3 +98,39 @@ def test_model_folder_without_config_json(tmp_path):
     p = load_params(write(tmp_path, f"model:\n  source: local\n  path: {tmp_path / 'm'}\n"))
     with pytest.raises(ConfigError, match="has no config.json"):
         check_paths(p)
+
+
+def test_any_grpo_config_field_passes_through_by_name(tmp_path):
+    from refine_iqa.rl.grpo import grpo_config
+
+    p = load_params(write(tmp_path, "stage2:\n  grpo:\n    top_p: 0.9\n    loss_type: grpo\n    mask_truncated_completions: true\n"))
+    g = p["stage2"]["grpo"]
+    assert g["top_p"] == 0.9 and g["learning_rate"] == 1.0e-5  # schema keys still filled
+    cfg = grpo_config(g, out_dir=tmp_path / "o", seed=0)
+    assert cfg.top_p == 0.9 and cfg.loss_type == "grpo" and cfg.mask_truncated_completions is True
+    assert grpo_config(load_params("params.yaml")["stage2"]["grpo"], out_dir=tmp_path / "o", seed=0).loss_type == "dapo"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("use_vlm: true", r"stage1\.grpo\.use_vlm: not a setting .*did you mean 'use_vllm'"),
+    ("num_generation: 8", r"stage1\.grpo\.num_generation: .*did you mean 'num_generations'"),
+    ("seed: 3", r"stage1\.grpo\.seed: set by the project.*top-level seed"),
+    ("warmup_ratio: 0.03", r"stage1\.grpo\.warmup_ratio: set by the project.*warmup_epochs"),
+])
+def test_unknown_grpo_field_names_the_closest_match(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_params(write(tmp_path, f"stage1:\n  grpo:\n    {text}\n"))
+
+
+def test_digits_must_be_single_tokens(tmp_path):
+    from refine_iqa.model.loading import ModelFolderError, check_digit_tokens
+
+    class Tok:  # a tokenizer that merges nothing but splits "7" into two pieces
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [ord(c) for c in text] + ([0] if text == "7" else [])}
+
+        def decode(self, ids):
+            return "".join(chr(i) for i in ids if i)
+
+    with pytest.raises(ModelFolderError, match=r"models/x: the tokenizer encodes the digit '7' as \[55, 0\]"):
+        check_digit_tokens(Tok(), "models/x")

@@ -13,7 +13,7 @@ from refine_iqa.rl.samples import build_stage1_train, build_stage2
 from refine_iqa.rl.trainer import RefineGRPOTrainer, read_curve
 from refine_iqa.rl.warmstart import warm_start
 
-SETTINGS = dict(learning_rate=1e-2, lr_scheduler_type="constant", warmup_ratio=0.0, weight_decay=0.0,
+SETTINGS = dict(learning_rate=1e-2, lr_scheduler_type="constant", warmup_epochs=0.0, weight_decay=0.0,
                 num_train_epochs=1, max_steps=2, per_device_train_batch_size=8, gradient_accumulation_steps=1,
                 num_generations=4, max_completion_length=32, temperature=1.0, epsilon=0.2, beta=0.0, bf16=False,
                 gradient_checkpointing=False, logging_steps=1)
@@ -88,3 +88,28 @@ def test_stage2_uses_the_modified_advantage(fresh, brightness_records, tmp_path)
     expected = modified_advantages(total.view(-1, 4), correct.view(-1, 4)).view(-1)
     assert torch.allclose(out["advantages"], expected)
     assert "groups/frac_with_correct" in trainer._metrics["train"] and "pm/advantage_mean" in trainer._metrics["train"]
+
+
+@pytest.mark.parametrize("grad_acc, warmup_epochs, expected", [
+    (1, 0.25, 6),   # 48 prompts x G=4 / 8 completions a step = 24 optimizer steps per epoch; 0.25 x 24 = 6
+    (2, 0.25, 3),   # two micro-batches per optimizer step: 12 steps per epoch; 0.25 x 12 = 3
+    (1, 0.03, 1),   # the paper's 0.03 epochs: ceil(0.72) = 1 step (never rounded to no warm-up)
+])
+def test_warmup_is_in_epochs_of_this_dataset(tiny, brightness_records, tmp_path, grad_acc, warmup_epochs, expected):
+    """warmup_epochs counts epochs (paper Table 7), not a fraction of all training (which 3 epochs would triple)."""
+    from refine_iqa.rl.grpo import warmup_steps_from_epochs
+
+    model, processor = tiny
+    samples = build_stage2(brightness_records[0], think=False)
+    assert len(samples) == 48
+    settings = {**SETTINGS, "max_steps": -1, "num_train_epochs": 3, "gradient_accumulation_steps": grad_acc,
+                "warmup_epochs": warmup_epochs}
+    from datasets import Dataset
+
+    trainer = RefineGRPOTrainer(model=model, reward_funcs=get_stage2_reward_funcs("paper", mode="no_think"),
+                                args=grpo_config(settings, out_dir=tmp_path, seed=0), processing_class=processor,
+                                train_dataset=Dataset.from_list(samples))
+    steps = warmup_steps_from_epochs(trainer, warmup_epochs)
+    assert steps == expected
+    trainer.args.warmup_steps = steps
+    assert trainer.args.get_warmup_steps(3 * 24 // grad_acc) == expected  # transformers reads it as steps

@@ -92,9 +92,57 @@ def validate(params: dict, source: str = "params.yaml") -> dict:
     return filled
 
 
+# Keys of a `stage*.grpo` block that belong to the project (documented in the schema) and GRPOConfig fields
+# the project sets itself from other settings (what to set instead).
+_GRPO_PROJECT_KEYS = ("checkpoint_steps", "warmup_epochs")
+_GRPO_MANAGED = {
+    "output_dir": "the output folder follows the workflow's paths", "seed": "set the top-level seed",
+    "data_seed": "set the top-level seed", "use_cpu": "set compute.device", "warmup_steps": "set warmup_epochs",
+    "save_strategy": "set checkpoint_steps", "save_steps": "set checkpoint_steps",
+    "save_total_limit": "set checkpoint_steps", "save_only_model": "set checkpoint_steps",
+    "reward_weights": "set stage2.lambdas", "remove_unused_columns": "the reward functions need every column",
+    "warmup_ratio": "the paper's warm-up is in epochs: set warmup_epochs (e.g. 0.03)",
+}
+
+
+def _schema_grpo_keys() -> set[str]:
+    return set(_schema()["$defs"]["grpo"]["properties"])
+
+
+def grpo_passthrough(settings: dict) -> dict:
+    """The keys of a `stage*.grpo` block that are passed to GRPOConfig by name (not documented in the schema)."""
+    known = _schema_grpo_keys()
+    return {k: v for k, v in settings.items() if k not in known}
+
+
+def check_grpo_settings(settings: dict, where: str) -> None:
+    """Every key of a `stage*.grpo` block is a schema key or a field of the installed TRL's GRPOConfig;
+    an unknown one is rejected with the closest name. TRL is imported only when such keys are present."""
+    import difflib
+
+    extra = grpo_passthrough(settings)
+    if not extra:
+        return
+    import dataclasses
+
+    from trl import GRPOConfig
+
+    fields = {f.name for f in dataclasses.fields(GRPOConfig) if f.init}
+    allowed = (fields - set(_GRPO_MANAGED)) | _schema_grpo_keys()
+    for key in sorted(extra):
+        if key in _GRPO_MANAGED:
+            raise ConfigError(f"{where}.{key}: set by the project, not here ({_GRPO_MANAGED[key]})")
+        if key not in fields:
+            close = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"{where}.{key}: not a setting of the schema nor a field of TRL's GRPOConfig; {hint}"
+                              "see trl.GRPOConfig for the field names")
+
+
 def _check_semantics(p: dict, source: str) -> None:
     for stage in ("stage1", "stage2"):
         g = p[stage]["grpo"]
+        check_grpo_settings(g, f"{source}: {stage}.grpo")
         if g["per_device_train_batch_size"] % g["num_generations"]:
             raise ConfigError(
                 f"{source}: {stage}.grpo.per_device_train_batch_size ({g['per_device_train_batch_size']}) must be a "

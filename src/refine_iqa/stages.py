@@ -35,6 +35,16 @@ def _load(params: dict, model_dir, device: str):
                                     device=device, min_pixels=m["min_pixels"], max_pixels=m["max_pixels"])
 
 
+def _load_for_training(params: dict, model_dir, device: str, grpo_settings: dict, checkpoints):
+    """(training args, model, processor). The GRPOConfig comes first: with DeepSpeed ZeRO-3 its DeepSpeed
+    config must exist before `from_pretrained` so that every process loads only its partition."""
+    from refine_iqa.rl.grpo import training_args
+
+    args = training_args(grpo_settings, seed=params["seed"], device=device, checkpoint_dir=checkpoints)
+    model, processor = _load(params, model_dir, device)
+    return args, model, processor
+
+
 def _progress(name: str):
     """A progress callback printing at most ~20 lines (jobs log to files; tqdm bars there are noise)."""
     state = {"last": -1}
@@ -105,16 +115,16 @@ def train_stage1(params: dict, base_dir, manifest_path, out_dir, curve_path) -> 
 
     device = setup_compute(params)
     s1 = params["stage1"]
-    model, processor = _load(params, base_dir, device)
+    checkpoints = checkpoint_dir_for(out_dir)  # a killed job's re-run resumes from here
+    args, model, processor = _load_for_training(params, base_dir, device, s1["grpo"], checkpoints)
     tags = _tags(params)
     samples = build_stage1_train(perception_items(manifest_path, "train"), processor, task_mix=s1["task_mix"],
                                  fr_fraction=s1["fr_fraction"], seed=params["seed"], tags=tags)
     print(f"[stage1] {len(samples)} training samples", flush=True)
     with tracking.stage_run("stage1", params["tracking"], params={"stage1": s1, "model": params["model"]}) as run:
-        checkpoints = checkpoint_dir_for(out_dir)  # a killed job's re-run resumes from here
         trainer = run_grpo(model, processor, samples, get_stage1_reward_funcs(tags, s1["choice_reward"]), s1["grpo"],
                  seed=params["seed"], curve_path=curve_path, device=device, on_log=run.log_metrics,
-                 checkpoint_dir=checkpoints, resume_key_extra={"start_model": folder_signature(base_dir)})
+                 checkpoint_dir=checkpoints, resume_key_extra={"start_model": folder_signature(base_dir)}, args=args)
         trainer.save_final(out_dir)  # every process calls it; only the main process writes
         discard_checkpoints(checkpoints)
     return Path(out_dir)
@@ -155,7 +165,8 @@ def train_stage2(params: dict, init_dir, scoring_train_path, out_dir, curve_path
     v = stage2_settings(params, variant)
     think = v["mode"] == "think"
     tags = _tags(params)
-    model, processor = _load(params, init_dir, device)
+    checkpoints = checkpoint_dir_for(out_dir)  # a killed job's re-run resumes from here
+    args, model, processor = _load_for_training(params, init_dir, device, s2["grpo"], checkpoints)
     skipped: list = []
     samples = build_stage2(read_jsonl(scoring_train_path), think=think, tags=tags, skipped=skipped)
     for rec, reason in skipped:
@@ -172,11 +183,10 @@ def train_stage2(params: dict, init_dir, scoring_train_path, out_dir, curve_path
     print(f"[stage2:{variant}] {len(samples)} samples, settings {v}", flush=True)
     with tracking.stage_run(f"stage2-{variant}", params["tracking"],
                             params={"stage2": s2, "variant": variant, **{f"variant.{k}": x for k, x in v.items()}}) as run:
-        checkpoints = checkpoint_dir_for(out_dir)  # a killed job's re-run resumes from here
         trainer = run_grpo(model, processor, samples, funcs, s2["grpo"], seed=params["seed"], curve_path=curve_path,
                  device=device, reward_weights=weights, pm=pm, correct_from=("answer_reward", "format_reward"),
                  think_tags=tags if think else None, on_log=run.log_metrics, bind=bind, checkpoint_dir=checkpoints,
-                 resume_key_extra={"start_model": folder_signature(init_dir), "variant": variant})
+                 resume_key_extra={"start_model": folder_signature(init_dir), "variant": variant}, args=args)
         trainer.save_final(out_dir)  # every process calls it; only the main process writes
         discard_checkpoints(checkpoints)
     return Path(out_dir)

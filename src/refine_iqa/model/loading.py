@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
@@ -34,18 +35,47 @@ def load_processor(path: str | Path, *, min_pixels: int | None = None, max_pixel
     processor.image_processor.size = size
     # Generation batches are left-padded so every prompt ends at the same position.
     processor.tokenizer.padding_side = "left"
+    check_digit_tokens(processor.tokenizer, path)
     return processor
 
 
+def check_digit_tokens(tokenizer, where) -> None:
+    """Eq. 8 and the PD reward read the probability of single digit tokens ("0".."4" for the integer part,
+    "0".."9" for the tenths): every digit must be one token of its own, or those probabilities mean nothing."""
+    for d in "0123456789":
+        ids = tokenizer(d, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1 or tokenizer.decode(ids) != d:
+            raise ModelFolderError(
+                f"{where}: the tokenizer encodes the digit {d!r} as {ids}, not as one token of its own; the "
+                "probability score (Eq. 8) and the PD reward need a tokenizer that splits every digit (Qwen2.5-VL's does)")
+
+
+def local_device(device: str = "cpu") -> str:
+    """This process's own device: `cuda` means cuda:LOCAL_RANK (each process of `accelerate launch` drives one
+    GPU; the launcher sets LOCAL_RANK), an explicit `cuda:N` or `cpu` is kept."""
+    if device == "cuda":
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return device
+
+
 def load_model(path: str | Path, *, dtype: str = "float32", attn_implementation: str = "sdpa", device: str = "cpu"):
+    """Load onto this process's own device. Under DeepSpeed ZeRO-3 the model is left where `from_pretrained`
+    put it: partitioned across processes at load, provided the DeepSpeed config was alive before this call
+    (create the GRPOConfig first: `rl.grpo.grpo_config`); the Trainer places it."""
     import torch
     from transformers import AutoModelForImageTextToText
+    from transformers.integrations import is_deepspeed_zero3_enabled
 
     path = check_model_folder(path)
     model = AutoModelForImageTextToText.from_pretrained(
         str(path), dtype=getattr(torch, _DTYPES[dtype]), attn_implementation=attn_implementation
     )
-    return model.to(device)
+    if is_deepspeed_zero3_enabled():
+        return model
+    target = local_device(device)
+    if target.startswith("cuda"):
+        torch.cuda.set_device(torch.device(target))
+    return model.to(target)
 
 
 def load_model_and_processor(path: str | Path, *, dtype: str = "float32", attn_implementation: str = "sdpa",

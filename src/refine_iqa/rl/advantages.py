@@ -45,6 +45,21 @@ def group_mean_std(rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, t
     return mean, var.sqrt(), valid
 
 
+def weighted_total(rewards_per_func: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Eq. 5's weighted sum per rollout over the reward functions that scored it (NaN = returned None).
+
+    A rollout that NO function scored stays NaN (unscorable: left out of the group statistics, advantage 0);
+    a plain nansum, as TRL uses for its own reward, would turn it into a reward of 0 that drags the group
+    mean down and counts in the std.
+    """
+    if rewards_per_func.dim() != 2 or weights.shape != rewards_per_func.shape[1:]:
+        raise ValueError(f"rewards_per_func must be (rollouts, functions) and weights (functions,), got "
+                         f"{tuple(rewards_per_func.shape)} and {tuple(weights.shape)}")
+    total = (rewards_per_func * weights.to(rewards_per_func.device).unsqueeze(0)).nansum(dim=1)
+    unscored = torch.isnan(rewards_per_func).all(dim=1)
+    return torch.where(unscored, torch.full_like(total, math.nan), total)
+
+
 def _positive(value: float, name: str, allow_zero: bool = False) -> float:
     value = float(value)
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -32,44 +33,59 @@ RUN_KEY_FILE = "run_key.json"  # what the checkpoints were trained from; another
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
+# The project's own keys of a `stage*.grpo` block; every other key there is a TRL GRPOConfig field.
+_FROM_SCHEMA = ("learning_rate", "lr_scheduler_type", "weight_decay", "num_train_epochs", "max_steps",
+                "per_device_train_batch_size", "gradient_accumulation_steps", "num_generations",
+                "max_completion_length", "temperature", "epsilon", "beta", "bf16", "gradient_checkpointing",
+                "logging_steps")
+# Project choices a `stage*.grpo` block may override by naming the GRPOConfig field.
+_DEFAULTS = dict(loss_type="dapo", scale_rewards="group", report_to="none", dataloader_num_workers=0,
+                 log_completions=False, disable_tqdm=False)
+
+
 def grpo_config(settings: dict, *, out_dir: str | Path, seed: int, device: str = "cpu", checkpoint_steps: int = 0):
     """TRL GRPOConfig from a `stage*.grpo` settings block (token-level dapo loss, no KL by default).
-    checkpoint_steps > 0 saves a full checkpoint (optimizer included) into out_dir every that many steps."""
+    checkpoint_steps > 0 saves a full checkpoint (optimizer included) into out_dir every that many steps.
+    Any other GRPOConfig field named in the block is passed through as given (config.check_grpo_settings)."""
     from trl import GRPOConfig
 
+    from refine_iqa.config import check_grpo_settings, grpo_passthrough
+
+    check_grpo_settings(settings, "grpo")
     saving = dict(save_strategy="steps", save_steps=checkpoint_steps, save_total_limit=1, save_only_model=False) \
         if checkpoint_steps > 0 else dict(save_strategy="no")
-
     return GRPOConfig(
         output_dir=str(out_dir),
-        learning_rate=settings["learning_rate"],
-        lr_scheduler_type=settings["lr_scheduler_type"],
-        warmup_steps=settings["warmup_ratio"],  # transformers 5: a value below 1 is a fraction of training
-        weight_decay=settings["weight_decay"],
-        num_train_epochs=settings["num_train_epochs"],
-        max_steps=settings["max_steps"],
-        per_device_train_batch_size=settings["per_device_train_batch_size"],
-        gradient_accumulation_steps=settings["gradient_accumulation_steps"],
-        num_generations=settings["num_generations"],
-        max_completion_length=settings["max_completion_length"],
-        temperature=settings["temperature"],
-        epsilon=settings["epsilon"],
-        beta=settings["beta"],
-        bf16=settings["bf16"],
-        gradient_checkpointing=settings["gradient_checkpointing"],
-        logging_steps=settings["logging_steps"],
-        loss_type="dapo",
-        scale_rewards="group",
+        **{k: settings[k] for k in _FROM_SCHEMA if k in settings},
+        warmup_steps=0,  # warmup_epochs is turned into a step count once the dataset is known (run_grpo)
         use_cpu=(device == "cpu"),
         seed=seed,
         data_seed=seed,
-        report_to="none",
         **saving,
         remove_unused_columns=False,
-        dataloader_num_workers=0,
-        log_completions=False,
-        disable_tqdm=False,
+        **{**_DEFAULTS, **grpo_passthrough(settings)},
     )
+
+
+def warmup_steps_from_epochs(trainer, warmup_epochs: float) -> int:
+    """The paper's warm-up is given in EPOCHS (0.03): steps = ceil(warmup_epochs x optimizer steps per epoch),
+    with the steps per epoch as transformers itself counts them for this dataset, batch and process count."""
+    if warmup_epochs <= 0:
+        return 0
+    per_epoch = trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[1]
+    return max(1, math.ceil(warmup_epochs * per_epoch - 1e-9))
+
+
+def checkpoint_every(settings: dict, checkpoint_dir) -> int:
+    return int(settings.get("checkpoint_steps", DEFAULT_CHECKPOINT_STEPS)) if checkpoint_dir is not None else 0
+
+
+def training_args(settings: dict, *, seed: int, device: str = "cpu", checkpoint_dir: str | Path | None = None):
+    """The GRPOConfig `run_grpo` will use, made BEFORE the model is loaded: under `accelerate launch` with
+    DeepSpeed ZeRO-3 (or a `deepspeed` field) creating it sets up transformers' DeepSpeed config, and only then
+    does `from_pretrained` partition the weights at load. Keep the returned object alive until training."""
+    return grpo_config(settings, out_dir=checkpoint_dir or "grpo-output", seed=seed, device=device,
+                       checkpoint_steps=checkpoint_every(settings, checkpoint_dir))
 
 
 # --- checkpoints --------------------------------------------------------------------------------------
@@ -213,18 +229,21 @@ def run_grpo(model, processor, samples: list[dict], reward_funcs: list, settings
              curve_path: str | Path, device: str = "cpu", reward_weights: list[float] | None = None,
              pm: dict | None = None, correct_from: tuple[str, str] | None = None, think_tags=None,
              on_log: Callable[[dict, int], None] | None = None, bind: list | None = None,
-             checkpoint_dir: str | Path | None = None, resume_key_extra: dict | None = None):
+             checkpoint_dir: str | Path | None = None, resume_key_extra: dict | None = None, args=None):
     """Train `model` in place on `samples`; returns the trainer (its state holds the log history).
 
     With `checkpoint_dir`, checkpoints every `settings["checkpoint_steps"]` steps (default 50; 0 turns them
     off) and resumes from the latest complete one written by the same run (`resume_key_extra` adds what the
-    caller knows decides the run, e.g. the start model's folder signature)."""
+    caller knows decides the run, e.g. the start model's folder signature). `args`: the config from
+    `training_args` when the caller made it before loading the model (ZeRO-3); built here otherwise."""
     from datasets import Dataset
 
-    every = int(settings.get("checkpoint_steps", DEFAULT_CHECKPOINT_STEPS)) if checkpoint_dir is not None else 0
+    every = checkpoint_every(settings, checkpoint_dir)
     dataset = Dataset.from_list(samples)
     with _output_dir(Path(checkpoint_dir) if every > 0 else None) as out:
-        args = grpo_config(settings, out_dir=out, seed=seed, device=device, checkpoint_steps=every)
+        if args is None:
+            args = grpo_config(settings, out_dir=out, seed=seed, device=device, checkpoint_steps=every)
+        args.output_dir = str(out)
         if reward_weights is not None:
             args.reward_weights = list(reward_weights)
         resume_from = None
@@ -249,6 +268,10 @@ def run_grpo(model, processor, samples: list[dict], reward_funcs: list, settings
         )
         for r in bind or []:
             r.bind(trainer)
+        warmup = warmup_steps_from_epochs(trainer, float(settings.get("warmup_epochs", 0.0)))
+        trainer.args.warmup_steps = warmup
+        if warmup:
+            print(f"[grpo] warm-up {settings['warmup_epochs']} epochs = {warmup} optimizer steps", flush=True)
         if resume_from is not None:
             step = checkpoint_step(resume_from)
             print(f"[grpo] resuming from checkpoint {resume_from} (global step {step})", flush=True)

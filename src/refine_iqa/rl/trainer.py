@@ -19,7 +19,7 @@ from transformers import TrainerCallback
 from trl import GRPOTrainer
 
 from refine_iqa.rewards import completion_text
-from refine_iqa.rl.advantages import modified_advantages
+from refine_iqa.rl.advantages import modified_advantages, weighted_total
 
 
 class RefineGRPOTrainer(GRPOTrainer):
@@ -52,8 +52,7 @@ class RefineGRPOTrainer(GRPOTrainer):
         ans = rpf[:, names.index(self.correct_from[0])]
         fmt = rpf[:, names.index(self.correct_from[1])]
         correct = (ans == 1) & (fmt == 1)
-        weights = self.reward_weights.to(rpf.device)
-        total = (rpf * weights.unsqueeze(0)).nansum(dim=1)
+        total = weighted_total(rpf, self.reward_weights)  # NaN where no reward function scored the rollout
         groups_correct = correct.view(-1, G).any(dim=1).float().mean().item()
         self._metrics[mode]["groups/frac_with_correct"].append(groups_correct)
         if self.pm is not None:
