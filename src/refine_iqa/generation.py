@@ -99,10 +99,11 @@ def prepare_batch(processor, samples: list[dict], positions: list[int], cache: I
 
 def iter_batches(processor, samples: list[dict], positions: list[int], *, batch_size: int,
                  prefetch: int = DEFAULT_PREFETCH, cache: ImageCache | None = None) -> Iterator[Batch]:
-    """Prepared batches of `positions`, built `prefetch` ahead in a background thread (0: inline)."""
+    """Prepared batches of `positions`, built `prefetch` ahead in a background thread (0: inline).
+    Without `cache`, decoded images are not kept beyond their batch."""
     chunks = [positions[i : i + batch_size] for i in range(0, len(positions), batch_size)]
     if cache is None:
-        cache = ImageCache(capacity=max(8, 2 * batch_size))  # a perception item's 4 samples share 2 files
+        cache = ImageCache(capacity=0)
     if prefetch <= 0:
         for c in chunks:
             yield prepare_batch(processor, samples, c, cache)
@@ -184,7 +185,8 @@ def generate(model, processor, samples: list[dict], *, max_new_tokens: int, batc
                 if rec.get("error") is not None and errors is not None:
                     errors[i] = rec["error"]
     todo = _pending(samples, journal, key)
-    for b in iter_batches(processor, samples, todo, batch_size=batch_size, prefetch=prefetch):
+    cache = ImageCache(capacity=4)  # a perception item's 4 consecutive samples share its 2 files: decoded once
+    for b in iter_batches(processor, samples, todo, batch_size=batch_size, prefetch=prefetch, cache=cache):
         if b.errors and errors is None:
             raise next(iter(b.errors.values()))
         texts = _generate_batch(model, processor, b.encode(processor).to(device), max_new_tokens) if b.indices else []
