@@ -14,15 +14,17 @@ import random
 import torch
 
 from refine_iqa.generation import with_images
+from refine_iqa.images import ImageCache, sample_images
 from refine_iqa.rl.forcing import prompt_completion_inputs, to_device
 from refine_iqa.rl.samples import random_answer
 
 log = logging.getLogger(__name__)
 
 
-def _conversation(sample: dict) -> list[dict]:
-    """The sample's prompt with its images in the content parts (the one place this module touches images)."""
-    return with_images(sample["prompt"], sample["images"])
+def _conversation(sample: dict, processor, cache: ImageCache | None = None) -> list[dict]:
+    """The sample's prompt with its images in the content parts, decoded for this batch only at the
+    processor's size (the one place this module touches images)."""
+    return with_images(sample["prompt"], sample_images(sample, processor, cache))
 
 
 def warm_start(model, processor, samples: list[dict], *, steps: int, learning_rate: float, batch_size: int,
@@ -30,6 +32,7 @@ def warm_start(model, processor, samples: list[dict], *, steps: int, learning_ra
     """Train `model` in place; each step draws `batch_size` samples and fresh random answers. Returns losses."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
+    cache = ImageCache(capacity=2 * batch_size)
     tok = processor.tokenizer
     eos = tok.convert_tokens_to_ids("<|im_end|>")
     opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
@@ -42,7 +45,7 @@ def warm_start(model, processor, samples: list[dict], *, steps: int, learning_ra
             s = samples[i]
             think = s.get("think") if "task" not in s else None
             answer = random_answer(s, rng, tags, think_words=think_words, think=think)
-            convs.append(_conversation(s))
+            convs.append(_conversation(s, processor, cache))  # per batch: no image kept
             comps.append(tok(answer, add_special_tokens=False)["input_ids"] + [eos])
         # The trainer's own input path (rl/forcing.py): mm_token_type_ids and the other processor fields included.
         inputs, prompt_len = prompt_completion_inputs(processor, convs, comps)
