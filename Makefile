@@ -18,7 +18,7 @@ export MLFLOW_ENABLE_ASYNC_LOGGING := false
 # the tests that train for tens of seconds or start services.
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-quick dry-run paper-dry-run lint bench clean
+.PHONY: setup run test test-quick dry-run paper-dry-run lint bench rehearsal clean
 
 setup: $(STAMP)
 
@@ -58,3 +58,17 @@ bench: setup
 
 clean:
 	rm -rf work models results reports logs .snakemake mlflow.db mlruns mlartifacts dvc.lock
+
+# Paper-shape rehearsal on the CPU (docs/rehearsal.md): N and 4N full-size photos, both stages, two processes.
+REHEARSAL_WORK ?= work/rehearsal
+REHEARSAL_N ?= 2
+REHEARSAL_STEPS ?= 1
+REHEARSAL_LAUNCH = $(BIN)/python -m accelerate.commands.launch --config_file configs/accelerate/cpu.yaml --num_processes 2
+rehearsal: setup
+	$(BIN)/python benchmarks/bench_rehearsal.py prepare --work $(REHEARSAL_WORK)/N --images $(REHEARSAL_N)
+	$(BIN)/python benchmarks/bench_rehearsal.py prepare --work $(REHEARSAL_WORK)/4N --images $$(( 4 * $(REHEARSAL_N) ))
+	for stage in stage1 stage2; do $(REHEARSAL_LAUNCH) benchmarks/bench_rehearsal.py train --work $(REHEARSAL_WORK)/N --stage $$stage --tag N --steps $(REHEARSAL_STEPS) || exit 1; done
+	$(REHEARSAL_LAUNCH) benchmarks/bench_rehearsal.py train --work $(REHEARSAL_WORK)/4N --stage stage2 --tag 4N --steps $(REHEARSAL_STEPS)
+	$(BIN)/python benchmarks/bench_rehearsal.py pd-memory --work $(REHEARSAL_WORK)/N
+	mkdir -p $(REHEARSAL_WORK)/all/figures && cp $(REHEARSAL_WORK)/N/figures/*.json $(REHEARSAL_WORK)/4N/figures/*.json $(REHEARSAL_WORK)/all/figures/
+	$(BIN)/python benchmarks/bench_rehearsal.py report --work $(REHEARSAL_WORK)/all
