@@ -86,19 +86,21 @@ def prepare(work: Path, n: int) -> None:
     print(f"[rehearsal] {n} items, {2 * n} photos of {PHOTO_W}x{PHOTO_H} in {work}", flush=True)
 
 
-def params(work: Path, steps: int) -> dict:
+def params(work: Path, steps: int, completion: int | None = None) -> dict:
+    """params.yaml + configs/rehearsal.yaml; `completion` shortens both stages' rollouts (the slow test)."""
     from refine_iqa.config import load_params
 
+    grpo = {"max_steps": steps, **({"max_completion_length": completion} if completion else {})}
     return load_params(ROOT / "params.yaml", overrides={
         "overlay": str(ROOT / "configs" / "rehearsal.yaml"), "model": {"path": str(work / "model")},
-        "stage1": {"grpo": {"max_steps": steps}}, "stage2": {"grpo": {"max_steps": steps}}})
+        "stage1": {"grpo": grpo}, "stage2": {"grpo": grpo}})
 
 
-def train(work: Path, stage: str, tag: str, steps: int) -> None:
+def train(work: Path, stage: str, tag: str, steps: int, completion: int | None = None) -> None:
     from refine_iqa import stages
     from refine_iqa.rl.trainer import read_curve
 
-    p = params(work, steps)
+    p = params(work, steps, completion)
     out = work / "models" / f"{tag}-{stage}"
     curve = work / "curves" / f"{tag}-{stage}.jsonl"
     t0 = time.perf_counter()
@@ -196,17 +198,17 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--way", choices=["old", "new"], default="new")
     ap.add_argument("--chunk", type=int, default=4)
-    ap.add_argument("--completion", type=int, default=512)
+    ap.add_argument("--completion", type=int, default=None, help="rollout length (default: the paper's, per stage)")
     a = ap.parse_args(argv)
     work = Path(a.work)
     if a.cmd == "prepare":
         prepare(work, a.images)
     elif a.cmd == "train":
-        train(work, a.stage, a.tag, a.steps)
+        train(work, a.stage, a.tag, a.steps, a.completion)
     elif a.cmd == "pd-memory":
-        pd_memory(work, a.chunk, a.completion)
+        pd_memory(work, a.chunk, a.completion or 512)
     elif a.cmd == "pd-one":
-        print(json.dumps(pd_memory_one(work, a.way, a.chunk, a.completion)))
+        print(json.dumps(pd_memory_one(work, a.way, a.chunk, a.completion or 512)))
     else:
         report(work)
 
