@@ -7,7 +7,7 @@ from refine_iqa import prompts
 from refine_iqa.model.loading import load_model_and_processor
 from refine_iqa.rewards import get_stage1_reward_funcs, get_stage2_reward_funcs
 from refine_iqa.rl.advantages import modified_advantages
-from refine_iqa.rl.grpo import grpo_config, run_grpo
+from refine_iqa.rl.grpo import grpo_config, lazy_dataset, run_grpo
 from refine_iqa.rl.pd import PDReward
 from refine_iqa.rl.samples import build_stage1_train, build_stage2
 from refine_iqa.rl.trainer import RefineGRPOTrainer, read_curve
@@ -53,7 +53,7 @@ def test_stage1_grpo_steps_with_two_image_prompts_change_the_parameters(fresh, m
     model, processor = fresh
     samples = build_stage1_train(manifest_items, processor, task_mix={"description": 1, "grounding": 1},
                                  fr_fraction=1.0, seed=0)
-    assert all(len(s["images"]) == 2 for s in samples)  # full-reference: reference then distorted
+    assert all(len(s["image_paths"]) == 2 for s in samples)  # full-reference: reference then distorted
     # A random model writes no parsable answer (every reward 0, no gradient): teach the formats first.
     warm_start(model, processor, samples, steps=60, learning_rate=3e-3, batch_size=8, seed=0)
     before = _params_snapshot(model)
@@ -73,9 +73,7 @@ def test_stage2_uses_the_modified_advantage(fresh, brightness_records, tmp_path)
     pd = PDReward(processor)
     funcs = get_stage2_reward_funcs("paper", mode="think") + [pd]
     args = grpo_config(SETTINGS, out_dir=tmp_path, seed=0)
-    from datasets import Dataset
-
-    trainer = RefineGRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(samples),
+    trainer = RefineGRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=lazy_dataset(samples, processor),
                                 processing_class=processor, pm={"delta": 0.02, "sigma_min": 0.1, "eps": 1e-4},
                                 correct_from=("answer_reward", "format_reward"), think_tags=prompts.get_tag_style("paper"))
     pd.bind(trainer)

@@ -73,29 +73,29 @@ class Scorer:
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
 
     def score(self, images, progress=None) -> list[dict]:
+        """Scores in input order. Files are decoded a batch at a time (shrunk to the processor's size), so a
+        folder of any size costs the memory of a couple of batches; arrays / PIL images given in memory are used
+        as they are."""
         from PIL import Image
 
         from refine_iqa import prompts
         from refine_iqa.generation import score_samples
-        from refine_iqa.io_utils import ImageReadError, load_rgb
 
         results, samples, slots = [], [], []
         text = prompts.score_prompt(think=self.think, tags=self.tags)
         for i, img in enumerate(images):
-            name = f"<image {i}>" if isinstance(img, Image.Image) or hasattr(img, "shape") else str(img)
-            try:
-                if isinstance(img, Image.Image):
-                    pil = img.convert("RGB")
-                elif hasattr(img, "shape"):
-                    pil = Image.fromarray(img).convert("RGB")
-                else:
-                    pil = Image.fromarray(load_rgb(img))
-            except ImageReadError as e:
-                results.append({"path": name, "score": None, "error": f"{e.reason}" + (f": {e.detail}" if e.detail else "")})
-                continue
+            in_memory = isinstance(img, Image.Image) or hasattr(img, "shape")
+            name = f"<image {i}>" if in_memory else str(img)
+            sample = {"prompt": prompts.build_messages(text, 1)}
+            if isinstance(img, Image.Image):
+                sample["images"] = [img.convert("RGB")]
+            elif in_memory:
+                sample["images"] = [Image.fromarray(img).convert("RGB")]
+            else:
+                sample["image_paths"] = [str(img)]
             results.append({"path": name, "score": None})
             slots.append(len(results) - 1)
-            samples.append({"prompt": prompts.build_messages(text, 1), "images": [pil]})
+            samples.append(sample)
         # A no-think answer is a dozen tokens; only think mode needs the long budget.
         budget = self.max_new_tokens if self.think else min(self.max_new_tokens, 24)
         outs = score_samples(self.model, self.processor, samples, think=self.think, tags=self.tags,
@@ -104,6 +104,9 @@ class Scorer:
         style = prompts.get_tag_style(self.tags)
         for slot, out in zip(slots, outs):
             r = results[slot]
+            if out.get("error") is not None:  # unreadable file: skipped, reported
+                r["error"] = out["error"]
+                continue
             value = out["prob"] if self.mode == "prob" else out["numeric"]
             if value is None:
                 r["error"] = "unparsable answer: " + out["completion"][:200]

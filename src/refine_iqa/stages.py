@@ -188,15 +188,25 @@ def eval_perception(params: dict, model_dir, manifest_path, out_json, preds_path
     from refine_iqa.eval.perception import evaluate_perception
     from refine_iqa.rl.samples import build_stage1_eval
 
+    from refine_iqa.eval.journal import PredictionJournal
+
     device = setup_compute(params)
     model, processor = _load(params, model_dir, device)
-    samples = build_stage1_eval(perception_items(manifest_path, "test"), processor, tags=_tags(params))
+    items = perception_items(manifest_path, "test")
+    samples = build_stage1_eval(items, processor, tags=_tags(params))
+    # Answers are appended per batch: a killed job's re-run asks only the samples not answered yet.
+    journal = PredictionJournal(_journal_path(preds_path, "perception"),
+                                {**_eval_fingerprint(params, model_dir), "items": len(items),
+                                 "first": items[0]["id"] if items else None})
     with tracking.stage_run(f"eval-perception-{name}", params["tracking"]) as run:
         summary, preds = evaluate_perception(model, processor, samples, tags=_tags(params),
                                              batch_size=params["evaluate"]["batch_size"],
-                                             progress=_progress(f"perception:{name}"))
+                                             progress=_progress(f"perception:{name}"), journal=journal)
+        for item_id in summary["skipped_unreadable"]:
+            print(f"[perception:{name}] skipped unreadable item {item_id}", flush=True)
         write_jsonl(preds_path, preds)
         atomic_write_json(out_json, {"model": name, **summary})
+        journal.discard()
         run.log_metrics({"description_overall": summary["description"]["all"]["overall"],
                          "grounding_iou_overall": summary["grounding"]["all"]["overall"]})
         run.log_artifact(out_json)
@@ -230,8 +240,9 @@ def _cached(cache_dir, key: str, fingerprint: dict, compute):
         if cached.get("fingerprint") == fingerprint:
             print(f"[cache] reusing {path}", flush=True)
             return cached["result"], cached["preds"]
-    result, preds = compute()
+    result, preds, journal = compute()
     atomic_write_json(path, {"fingerprint": fingerprint, "result": result, "preds": preds})
+    journal.discard()  # the finished result replaces the per-batch journal
     return result, preds
 
 
@@ -241,9 +252,24 @@ def _model_fingerprint(model_dir) -> str:
     return ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.exists())
 
 
+def _eval_fingerprint(params: dict, model_dir) -> dict:
+    """What decides a model's predictions: its weight files and the settings that change its inputs/outputs."""
+    ev, m = params["evaluate"], params["model"]
+    return {"model": _model_fingerprint(model_dir), "tags": params["prompts"]["tags"],
+            "max_new_tokens": ev["max_new_tokens"], "dtype": m["dtype"], "min_pixels": m["min_pixels"],
+            "max_pixels": m["max_pixels"]}
+
+
+def _journal_path(preds_path, key: str) -> Path:
+    """Per-batch prediction journals live next to the predictions file, in `<preds stem>.cache/`."""
+    p = Path(preds_path)
+    return p.with_name(p.stem + ".cache") / f"{key}.partial.jsonl"
+
+
 def eval_scoring(params: dict, model_dir, scoring_test_path, out_json, preds_path, name: str) -> dict:
-    """Scoring on every evaluation dataset in think and no-think mode; each (dataset, mode) is cached so a
-    killed job resumes where it stopped."""
+    """Scoring on every evaluation dataset in think and no-think mode; each (dataset, mode) is cached when done,
+    and inside one its predictions are appended per batch, so a killed job resumes where it stopped."""
+    from refine_iqa.eval.journal import PredictionJournal
     from refine_iqa.eval.scoring import evaluate_scoring
     from refine_iqa.rl.samples import build_stage2
 
@@ -258,22 +284,24 @@ def eval_scoring(params: dict, model_dir, scoring_test_path, out_json, preds_pat
             result["datasets"][ds] = {}
             for think in (False, True):
                 mode = "think" if think else "no_think"
-                fp = {"model": _model_fingerprint(model_dir), "n": len(recs), "tags": tags.name,
-                      "max_new_tokens": ev["max_new_tokens"], "first": recs[0]["image_path"] if recs else None}
+                fp = {**_eval_fingerprint(params, model_dir), "n": len(recs),
+                      "first": recs[0]["image_path"] if recs else None}
 
-                def compute(recs=recs, think=think, mode=mode, ds=ds):
+                def compute(recs=recs, think=think, mode=mode, ds=ds, fp=fp):
                     skipped: list = []
-                    samples = build_stage2(recs, think=think, tags=tags, skipped=skipped)
-                    for rec, reason in skipped:
-                        print(f"[scoring:{ds}] skipped unreadable {rec['image_path']}: {reason}", flush=True)
+                    samples = build_stage2(recs, think=think, tags=tags, skipped=skipped)  # paths, header-checked
                     bad = {id(rec) for rec, _ in skipped}
                     kept = [r for r in recs if id(r) not in bad]
+                    journal = PredictionJournal(cache_dir / f"{ds}-{mode}.partial.jsonl", fp)
                     res, preds = evaluate_scoring(
                         model, processor, samples, [r["label"] for r in kept], think=think, tags=tags,
                         scaled=[r["mos_scaled"] for r in kept], max_new_tokens=ev["max_new_tokens"],
-                        batch_size=ev["batch_size"], progress=_progress(f"scoring:{name}:{ds}:{mode}"))
-                    res["skipped_unreadable"] = [rec["image_path"] for rec, _ in skipped]
-                    return res, preds
+                        batch_size=ev["batch_size"], progress=_progress(f"scoring:{name}:{ds}:{mode}"),
+                        journal=journal)
+                    res["skipped_unreadable"] = [str(rec["image_path"]) for rec, _ in skipped] + res["skipped_unreadable"]
+                    for path in res["skipped_unreadable"]:
+                        print(f"[scoring:{ds}] skipped unreadable {path}", flush=True)
+                    return res, preds, journal
 
                 res, preds = _cached(cache_dir, f"{ds}-{mode}", fp, compute)
                 result["datasets"][ds][mode] = res
@@ -307,15 +335,25 @@ def eval_qbench(params: dict, model_dir, qbench_root, out_json, name: str) -> di
     records = load_llvisionqa(qbench_root, ev["qbench_split"])
     result = {"model": name, "split": ev["qbench_split"], "n": len(records),
               "synthetic": qbench_root != params["data"]["scoring"]["qbench_root"]}
+    from refine_iqa.eval.journal import PredictionJournal
+
+    fp = {**_eval_fingerprint(params, model_dir), "split": ev["qbench_split"], "n": len(records),
+          "first": str(records[0]["image_path"]) if records else None}
+    journals = []
     with tracking.stage_run(f"eval-qbench-{name}", params["tracking"]) as run:
         for think in (False, True):
             mode = "think" if think else "no_think"
+            # Answers appended per batch: a killed job's re-run asks only the questions not answered yet.
+            journal = PredictionJournal(_journal_path(out_json, f"qbench-{mode}"), fp)
+            journals.append(journal)
             acc, _ = evaluate_qbench(model, processor, records, think=think, tags=_tags(params),
                                      max_new_tokens=ev["max_new_tokens"], batch_size=ev["batch_size"],
-                                     progress=_progress(f"qbench:{name}:{mode}"))
+                                     progress=_progress(f"qbench:{name}:{mode}"), journal=journal)
             result[mode] = acc
             run.log_metrics({f"qbench.{mode}.overall": acc["accuracy"]["overall"]})
         atomic_write_json(out_json, result)
+        for journal in journals:
+            journal.discard()
     return result
 
 

@@ -81,13 +81,25 @@ def answer_variety(samples: list[dict], completions: list[str]) -> dict:
     return out
 
 
+def sample_key(sample: dict, index: int = 0) -> str:
+    """An item's four test samples (task x FR/NR) each have their own key (for the resumable journal)."""
+    return f"{sample['item_id']}|{sample['task']}|{'fr' if sample['full_reference'] else 'nr'}"
+
+
 def evaluate_perception(model, processor, samples: list[dict], *, tags="paper", max_new_tokens: int = 32,
-                        batch_size: int = 16, progress=None) -> tuple[dict, list[dict]]:
-    """Greedy answers for every Stage-1 test sample; returns (summary tables, per-sample predictions)."""
+                        batch_size: int = 16, progress=None, journal=None) -> tuple[dict, list[dict]]:
+    """Greedy answers for every Stage-1 test sample; returns (summary tables, per-sample predictions).
+    Samples whose images cannot be decoded are left out and listed (item ids) in `skipped_unreadable`."""
+    errors: dict[int, str] = {}
     completions = generate(model, processor, samples, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                           progress=progress)
+                           progress=progress, errors=errors, journal=journal, key=sample_key)
+    skipped = sorted({samples[i]["item_id"] for i in errors})
+    if errors:
+        keep = [i for i in range(len(samples)) if i not in errors]
+        samples, completions = [samples[i] for i in keep], [completions[i] for i in keep]
     outcomes = [score_completion(s, c, tags) for s, c in zip(samples, completions)]
     preds = [{"item_id": s["item_id"], "task": s["task"], "full_reference": s["full_reference"],
               "family": s["family"], "level": s["level"], "completion": c, **o}
              for s, c, o in zip(samples, completions, outcomes)]
-    return {**summarise(samples, outcomes), "answers": answer_variety(samples, completions)}, preds
+    return {**summarise(samples, outcomes), "answers": answer_variety(samples, completions),
+            "skipped_unreadable": skipped}, preds

@@ -32,6 +32,68 @@ RUN_KEY_FILE = "run_key.json"  # what the checkpoints were trained from; another
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
+# --- the training dataset: paths in Arrow, pixels decoded per batch ----------------------------------------
+
+class LazyImages:
+    """`datasets` transform that adds the decoded, processor-sized `images` of each row from its
+    `image_paths`. TRL reads the whole generation batch through one `__getitems__` call, so this runs once per
+    batch (the G repeats of a prompt decode their file once, through the cache). A file that cannot be decoded
+    is reported once and its row replaced by the next readable row (same prompt/answer columns, so rewards and
+    PD groups stay consistent); training never stops on one corrupt file."""
+
+    def __init__(self, raw, processor, cache=None, report: Callable[[str], None] | None = None):
+        from refine_iqa.images import ImageCache
+
+        self.raw = raw  # the untransformed Dataset (rows as the trainer would see them, minus images)
+        self.processor = processor
+        self.cache = cache if cache is not None else ImageCache(capacity=16)
+        self.report = report or (lambda msg: print(msg, flush=True))
+        self.bad: dict[int, str] = {}  # row index -> reason (reported once)
+
+    def _images(self, index: int):
+        from refine_iqa.images import sample_images
+        from refine_iqa.io_utils import ImageReadError
+
+        try:
+            return sample_images({"image_paths": self.raw[index]["image_paths"]}, self.processor, self.cache)
+        except ImageReadError as e:
+            if index not in self.bad:
+                self.bad[index] = f"{e.path}: {e.reason}" + (f" ({e.detail})" if e.detail else "")
+                self.report(f"[grpo] skipped unreadable training image {self.bad[index]}")
+            return None
+
+    def __call__(self, batch: dict) -> dict:
+        n = len(self.raw)
+        rows = [{k: batch[k][j] for k in batch} for j in range(len(batch["sample_index"]))]
+        out = []
+        for row in rows:
+            index = int(row["sample_index"])
+            for step in range(n):
+                k = (index + step) % n
+                if k in self.bad:
+                    continue
+                images = self._images(k)
+                if images is not None:
+                    break
+            else:
+                raise RuntimeError("no training image can be read: every file of the dataset failed to decode")
+            out.append({**(row if k == index else self.raw[k]), "images": images})
+        return {key: [r[key] for r in out] for key in out[0]} if out else {**batch, "images": []}
+
+
+def lazy_dataset(samples: list[dict], processor, *, cache=None, report=None):
+    """A `datasets.Dataset` of `samples` (paths, no pixels) whose rows get their `images` when read."""
+    from datasets import Dataset
+
+    rows = []
+    for i, s in enumerate(samples):
+        if s.get("images"):
+            raise ValueError("training samples must hold image_paths, not decoded images (rl/samples.py builds them)")
+        rows.append({**{k: v for k, v in s.items() if k != "images"}, "sample_index": i})
+    raw = Dataset.from_list(rows)
+    return raw.with_transform(LazyImages(raw, processor, cache=cache, report=report))
+
+
 def grpo_config(settings: dict, *, out_dir: str | Path, seed: int, device: str = "cpu", checkpoint_steps: int = 0):
     """TRL GRPOConfig from a `stage*.grpo` settings block (token-level dapo loss, no KL by default).
     checkpoint_steps > 0 saves a full checkpoint (optimizer included) into out_dir every that many steps."""
@@ -219,10 +281,8 @@ def run_grpo(model, processor, samples: list[dict], reward_funcs: list, settings
     With `checkpoint_dir`, checkpoints every `settings["checkpoint_steps"]` steps (default 50; 0 turns them
     off) and resumes from the latest complete one written by the same run (`resume_key_extra` adds what the
     caller knows decides the run, e.g. the start model's folder signature)."""
-    from datasets import Dataset
-
     every = int(settings.get("checkpoint_steps", DEFAULT_CHECKPOINT_STEPS)) if checkpoint_dir is not None else 0
-    dataset = Dataset.from_list(samples)
+    dataset = lazy_dataset(samples, processor)  # paths; each batch decoded and shrunk when the trainer reads it
     with _output_dir(Path(checkpoint_dir) if every > 0 else None) as out:
         args = grpo_config(settings, out_dir=out, seed=seed, device=device, checkpoint_steps=every)
         if reward_weights is not None:

@@ -3,7 +3,10 @@
 Stage-1 (task builder): from Refine-Perception manifest items, description samples (object / distortion /
 severity multiple choice) and grounding samples (the distorted box), each full-reference (reference image
 first, then the distorted one) or no-reference. Stage-2: one scoring prompt per image.
-Each sample: {"prompt": messages, "images": [PIL...], <answer columns the rewards read>}.
+Each sample: {"prompt": messages, "image_paths": [path...], <answer columns the rewards read>}. Samples hold
+PATHS, never pixels: `refine_iqa.images` decodes and shrinks them when a batch is built (training: the
+dataset's transform in rl/grpo.py; evaluation: generation.py). Image sizes come from the manifest's
+width/height (or the file header), never from a decode.
 """
 
 from __future__ import annotations
@@ -11,27 +14,35 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from PIL import Image
-
 from refine_iqa import prompts
 from refine_iqa.boxes import resized_size_from_processor, to_model_box
-from refine_iqa.io_utils import ImageReadError, load_rgb
+from refine_iqa.images import check_readable, image_size
+from refine_iqa.io_utils import ImageReadError
 
 
-def _pil(path: str | Path, root: str | Path | None = None) -> Image.Image:
+def _path(path: str | Path, root: str | Path | None = None) -> str:
     p = Path(path)
     if root is not None and not p.is_absolute():
         p = Path(root) / p
-    return Image.fromarray(load_rgb(p))
+    return str(p)
+
+
+def _dist_size(item: dict, dist: str) -> tuple[int, int]:
+    """(width, height) of the distorted image: the manifest's (written from the decoded array), else the
+    file header (EXIF orientation applied, as the decode will)."""
+    w, h = item.get("width"), item.get("height")
+    if isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0:
+        return w, h
+    return image_size(dist)
 
 
 def stage1_sample(item: dict, task: str, full_reference: bool, processor, tags="paper", root=None,
                   templates: dict | None = None) -> dict:
     """One Stage-1 sample for a manifest item."""
     templates = templates or {}
-    dist = _pil(item["dist_path"], root)
-    images = [_pil(item["ref_path"], root), dist] if full_reference else [dist]
-    w, h = dist.size
+    dist = _path(item["dist_path"], root)
+    paths = [_path(item["ref_path"], root), dist] if full_reference else [dist]
+    w, h = _dist_size(item, dist)
     model_wh = resized_size_from_processor(processor, w, h)
     if task == "description":
         text = prompts.description_prompt(item["objects"], full_reference=full_reference, tags=tags,
@@ -41,8 +52,8 @@ def stage1_sample(item: dict, task: str, full_reference: bool, processor, tags="
     else:
         raise ValueError(f"unknown Stage-1 task {task!r}; use description or grounding")
     return {
-        "prompt": prompts.build_messages(text, len(images)),
-        "images": images,
+        "prompt": prompts.build_messages(text, len(paths)),
+        "image_paths": paths,
         "task": task,
         "full_reference": full_reference,
         "objects": list(item["objects"]),
@@ -89,7 +100,7 @@ def stage2_sample(record: dict, *, think: bool, tags="paper", root=None, templat
     text = prompts.score_prompt(think=think, tags=tags, template=template)
     return {
         "prompt": prompts.build_messages(text, 1),
-        "images": [_pil(record["image_path"], root)],
+        "image_paths": [_path(record["image_path"], root)],
         "mos_scaled": float(record["mos_scaled"]),
         "think": think,
         "item_id": str(record.get("id", record["image_path"])),
@@ -98,12 +109,17 @@ def stage2_sample(record: dict, *, think: bool, tags="paper", root=None, templat
 
 def build_stage2(records: list[dict], *, think: bool, tags="paper", root=None,
                  skipped: list | None = None) -> list[dict]:
-    """Scoring samples. With `skipped` given, an unreadable image is recorded there as (record, reason) and
-    left out (a corrupt file in a pool of thousands must not stop a run); without it, it raises."""
+    """Scoring samples (paths only). With `skipped` given, each file's HEADER is checked (no decode) and an
+    unusable one (missing, empty, not an image, size limits) is recorded there as (record, reason) and left out
+    (a corrupt file in a pool of thousands must not stop a run); a body that is truncated shows only when its
+    batch is decoded, where the trainer / evaluation skips and reports it too."""
     out = []
     for r in records:
         try:
-            out.append(stage2_sample(r, think=think, tags=tags, root=root))
+            sample = stage2_sample(r, think=think, tags=tags, root=root)
+            if skipped is not None:
+                check_readable(sample["image_paths"][0])
+            out.append(sample)
         except ImageReadError as e:
             if skipped is None:
                 raise

@@ -14,18 +14,20 @@ import random
 import torch
 
 from refine_iqa.generation import with_images
+from refine_iqa.images import ImageCache, sample_images
 from refine_iqa.rl.pd import TeacherForcer
 from refine_iqa.rl.samples import random_answer
 
 log = logging.getLogger(__name__)
 
 
-def _encode_prompts(processor, samples: list[dict]) -> list[dict]:
+def _encode_prompts(processor, samples: list[dict], cache: ImageCache | None = None) -> list[dict]:
     forcer = TeacherForcer(processor)
     out = []
     for s in samples:
-        msgs = with_images(s["prompt"], s["images"])
-        vis = processor.image_processor(images=s["images"], return_tensors="pt")
+        images = sample_images(s, processor, cache)  # decoded for this batch only, at the processor's size
+        msgs = with_images(s["prompt"], images)
+        vis = processor.image_processor(images=images, return_tensors="pt")
         out.append({"prompt_ids": forcer.prompt_ids(msgs), "pixel_values": vis["pixel_values"],
                     "image_grid_thw": vis["image_grid_thw"]})
     return out
@@ -36,7 +38,7 @@ def warm_start(model, processor, samples: list[dict], *, steps: int, learning_ra
     """Train `model` in place; each step draws `batch_size` samples and fresh random answers. Returns losses."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    encoded = _encode_prompts(processor, samples)
+    cache = ImageCache(capacity=2 * batch_size)
     tok = processor.tokenizer
     eos = tok.convert_tokens_to_ids("<|im_end|>")
     opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
@@ -45,8 +47,9 @@ def warm_start(model, processor, samples: list[dict], *, steps: int, learning_ra
     for step in range(steps):
         idx = [rng.randrange(len(samples)) for _ in range(batch_size)]
         seqs, labels, pix, grids = [], [], [], []
-        for i in idx:
-            s, e = samples[i], encoded[i]
+        encoded = _encode_prompts(processor, [samples[i] for i in idx], cache)  # per batch: no image kept
+        for i, e in zip(idx, encoded):
+            s = samples[i]
             think = s.get("think") if "task" not in s else None
             answer = random_answer(s, rng, tags, think_words=think_words, think=think)
             comp = tok(answer, add_special_tokens=False)["input_ids"] + [eos]
