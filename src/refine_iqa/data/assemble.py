@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from refine_iqa.io_utils import append_jsonl, atomic_path, load_rgb, read_jsonl, save_image, write_jsonl
+from refine_iqa.io_utils import append_jsonl, atomic_path, exif_orientation, load_rgb, read_jsonl, save_image, write_jsonl
 
 SAMPLE_BY = ("type", "family")
 REVIEW_MODES = ("manual", "auto")
@@ -281,7 +281,7 @@ def _write_reference(src: Path, image: np.ndarray, out_stem: Path) -> Path:
     fmt = None
     try:
         with Image.open(src) as im:
-            if im.getexif().get(0x0112, 1) == 1 and im.mode in ("RGB", "L"):
+            if exif_orientation(im) == 1 and im.mode in ("RGB", "L"):
                 fmt = im.format
     except OSError:
         fmt = None

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from refine_iqa.io_utils import ImageReadError, load_rgb
+from refine_iqa.io_utils import ImageReadError, exif_orientation, load_rgb
 from refine_iqa.review.decisions import AUTO_BY, REASONS, DecisionStore
 from refine_iqa.review.manifest import batch_slug, check_batch_name, load_manifest, select_batch
 from refine_iqa.review.qc import (
@@ -163,7 +163,7 @@ class ReviewService:
         try:
             with Image.open(path) as im:  # reads the header only
                 fmt, size = im.format, im.size
-                upright = im.getexif().get(0x0112, 1) == 1
+                upright = exif_orientation(im) == 1
             data = path.read_bytes()
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
             fmt = None  # let load_rgb name the problem
