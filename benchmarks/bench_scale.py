@@ -8,7 +8,8 @@ figures show the data path: decoding, shrinking, encoding, bookkeeping.
 
 Each job runs in its own subprocess, which reports its own peak RSS (getrusage ru_maxrss) and the job's time
 (imports excluded), so one job's memory never hides another's. The last column is the RSS ratio 4N / N,
-which should stay <= 1.2 (bounded memory: nothing grows with the number of items).
+which should stay <= 1.2 (bounded memory: nothing grows with the number of items). The "4N-N" row is the
+marginal time per item, (t(4N) - t(N)) / (items(4N) - items(N)), free of fixed costs such as model loading.
 
     make bench-scale            # N = 4 (4N = 16) images, review API at 5000 / 20000 items
     python benchmarks/bench_scale.py --n 8 --jobs curate,synthesize --keep /tmp/scale
@@ -324,6 +325,11 @@ def main() -> None:
             ratio = f"{rows[1]['peak_rss_mb'] / rows[0]['peak_rss_mb']:.2f}" if len(rows) == 2 else ""
             print(f"{job:16} {('N' if k == small else '4N'):>6} {r['items']:>6} {r['seconds'] / max(1, r['items']):>9.4f} "
                   f"{r['peak_rss_mb']:>12.0f} {ratio:>9}  per {r['unit']}; {extra}", flush=True)
+        (a_, b_) = rows
+        if b_["items"] > a_["items"]:  # fixed costs (model loading, app start) cancel out
+            marginal = (b_["seconds"] - a_["seconds"]) / (b_["items"] - a_["items"])
+            print(f"{job:16} {'4N-N':>6} {b_['items'] - a_['items']:>6} {marginal:>9.4f} {'':>12} {'':>9}  "
+                  f"marginal time per {a_['unit']}", flush=True)
         results[job] = rows
     (work / "bench_scale.json").write_text(json.dumps(results, indent=2))
     print(f"figures saved in {work / 'bench_scale.json'}")
