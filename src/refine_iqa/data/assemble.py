@@ -268,13 +268,13 @@ def _source_key(rec: Mapping, settings: SynthesisSettings, source_root) -> str:
 # Formats a reference may keep as it is: load_rgb reads the linked file to exactly the pixels the distorted
 # copy was made from, because it is the very file those pixels came from.
 _LINKABLE = {"JPEG": ".jpg", "PNG": ".png"}
-PNG_COMPRESS_LEVEL = 1  # 3x faster saves than Pillow's default 6 for ~10% larger files (docs/PERFORMANCE.md)
+PNG_COMPRESS_LEVEL = 1  # ~4x faster saves than Pillow's default 6 for ~15% larger files (docs/synthesis.md)
 
 
 def _write_reference(src: Path, image: np.ndarray, out_stem: Path) -> Path:
     """The reference image: the source file itself (hard link, else a copy) when it is a JPEG or PNG whose
     pixels need no EXIF rotation; otherwise a PNG of the decoded pixels. Keeping the original JPEG bytes
-    avoids re-encoding an already-lossy image (and 3-5x the disk); the model and the review app read it the
+    avoids re-encoding an already-lossy image (and ~7x the disk); the model and the review app read it the
     same way."""
     from PIL import Image
 
