@@ -6,7 +6,7 @@ scenes with COCO annotations plus 1080p videos for curation (2 shards); the cura
 of `review_items` entries. The model is the embedded tiny Qwen2.5-VL on the CPU, so model time is small and the
 figures show the data path: decoding, shrinking, encoding, bookkeeping.
 
-Each job runs in its own subprocess, which reports its own peak RSS (getrusage ru_maxrss) and the job's time
+Each job runs in its own subprocess, which reports its own peak RSS (VmHWM) and the job's time
 (imports excluded), so one job's memory never hides another's. The last column is the RSS ratio 4N / N,
 which should stay <= 1.2 (bounded memory: nothing grows with the number of items). The "4N-N" row is the
 marginal time per item, (t(4N) - t(N)) / (items(4N) - items(N)), free of fixed costs such as model loading.
@@ -120,6 +120,13 @@ def _params(work: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ jobs (child side)
+
+
+def job_build_model(work: Path, k: int) -> dict:
+    from refine_iqa.model.build_tiny import build_tiny_model
+
+    build_tiny_model(work / "model", seed=0)
+    return {"items": 0, "seconds": 0.0, "unit": "-"}
 
 
 def job_scoring_eval(work: Path, k: int) -> dict:
@@ -267,10 +274,22 @@ def _synth_k(work: Path) -> int:
 # ------------------------------------------------------------------------------------------------ driver
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM belongs to the process's own memory map; getrusage's ru_maxrss would
+    also carry the parent's peak across fork + exec on Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: an upper bound
+
+
 def child(job: str, work: Path, k: int) -> None:
     os.chdir(REPO)
     result = globals()[f"job_{job}"](work, k)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -306,9 +325,7 @@ def main() -> None:
     work = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     if any(j in jobs for j in ("scoring_eval", "score", "perception_eval")) and not (work / "model").exists():
-        from refine_iqa.model.build_tiny import build_tiny_model
-
-        build_tiny_model(work / "model", seed=0)
+        run_child("build_model", work, 0)  # in a subprocess: this driver stays small
     print(f"work folder {work}; N = {a.n}, review API N = {a.review_items}", flush=True)
     print(f"{'job':16} {'size':>6} {'items':>6} {'s/item':>9} {'peak RSS MB':>12} {'RSS 4N/N':>9}  details")
     results = {}
