@@ -181,6 +181,17 @@ def job_synthesize(work: Path, k: int) -> dict:
     curated = assemble.read_curated(work / f"curated-{k}" / "curated.jsonl")
     out = work / f"synth-{k}"
     settings = assemble.SynthesisSettings(seed=0, review_mode="manual", test_size=0)
+    # Memory kept between sources (what would grow if anything accumulated), beside the peak, which is the
+    # largest single source's transient and so depends on which distortion types were drawn.
+    retained = []
+    real = assemble._synthesize_source
+
+    def tracked(*a, **kw):
+        out_ = real(*a, **kw)
+        retained.append(_vm("VmRSS"))
+        return out_
+
+    assemble._synthesize_source = tracked
     t = time.perf_counter()
     paths = [assemble.synthesize_shard(curated, out, s, 2, settings) for s in (0, 1)]
     seconds = time.perf_counter() - t
@@ -190,7 +201,8 @@ def job_synthesize(work: Path, k: int) -> dict:
     refs = {r["ref_path"] for r in records}
     linked = sum(Path(p).stat().st_nlink > 1 for p in refs)
     return {"items": len(records), "seconds": seconds, "unit": "1080p distorted copy",
-            "dist_mb_per_item": dist / 1e6 / max(1, len(records)), "refs": len(refs), "refs_linked": linked}
+            "dist_mb_per_item": dist / 1e6 / max(1, len(records)), "refs": len(refs), "refs_linked": linked,
+            "retained_mb_first_last": [round(retained[0]), round(retained[-1])], "retained_mb_max": round(max(retained))}
 
 
 def job_perception_eval(work: Path, k: int) -> dict:
@@ -274,16 +286,21 @@ def _synth_k(work: Path) -> int:
 # ------------------------------------------------------------------------------------------------ driver
 
 
-def peak_rss_mb() -> float:
-    """This process's peak RSS. VmHWM belongs to the process's own memory map; getrusage's ru_maxrss would
-    also carry the parent's peak across fork + exec on Linux."""
+def _vm(field: str) -> float:
+    """A /proc/self/status memory figure in MB (Linux), or 0.0."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: an upper bound
+    return 0.0
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM belongs to the process's own memory map; getrusage's ru_maxrss would
+    also carry the parent's peak across fork + exec on Linux."""
+    return _vm("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: upper bound
 
 
 def child(job: str, work: Path, k: int) -> None:
