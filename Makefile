@@ -18,7 +18,7 @@ export MLFLOW_ENABLE_ASYNC_LOGGING := false
 # the tests that train for tens of seconds or start services.
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-quick dry-run paper-dry-run lint bench rehearsal clean
+.PHONY: setup run test test-quick dry-run paper-dry-run lint bench bench-scale rehearsal clean
 
 setup: $(STAMP)
 
@@ -55,6 +55,11 @@ paper-dry-run: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_distortions.py
 	$(BIN)/python benchmarks/bench_pd_reward.py
+	$(BIN)/python benchmarks/bench_phash.py
+
+# Issue 13: peak RSS and time per item of the data and evaluation jobs at N and 4N full-size items (minutes).
+bench-scale: setup
+	nice -n 5 $(BIN)/python benchmarks/bench_scale.py $(BENCH_SCALE_ARGS)
 
 clean:
 	rm -rf work models results reports logs .snakemake mlflow.db mlruns mlartifacts dvc.lock

@@ -332,3 +332,84 @@ def test_summarise_qc_counts():
     assert asm.summarise_qc([])["removed_by_rule"] == {"box_over_90pct": 0, "box_too_small": 0}
     with pytest.raises(ValueError, match="review.status 'odd'"):
         asm.summarise_qc([_rec(0, "A", "odd")])
+
+
+# ---------------------------------------------------------------------------------------------- scale (issue 13)
+
+
+def test_killed_shard_resumes_without_rerendering(tmp_path, monkeypatch):
+    curated = _curated(tmp_path, n=5)
+    monkeypatch.chdir(tmp_path)
+    settings = S(seed=3, test_size=0)
+    clean = read_jsonl(asm.synthesize_shard(curated, tmp_path / "clean", 0, 1, settings, source_root=tmp_path))
+    for r in clean:
+        r["ref_path"], r["dist_path"] = (r[f].replace("/clean/", "/synth/") for f in ("ref_path", "dist_path"))
+
+    real = asm._synthesize_source
+    calls = []
+
+    def dies_on_third(rec, *a, **k):
+        calls.append(rec["source_id"])
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return real(rec, *a, **k)
+
+    monkeypatch.setattr(asm, "_synthesize_source", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        asm.synthesize_shard(curated, tmp_path / "synth", 0, 1, settings, source_root=tmp_path)
+    calls.clear()
+    monkeypatch.setattr(asm, "_synthesize_source", lambda rec, *a, **k: calls.append(rec["source_id"]) or real(rec, *a, **k))
+    path = asm.synthesize_shard(curated, tmp_path / "synth", 0, 1, settings, source_root=tmp_path)
+    assert calls == ["scene-002", "scene-003", "scene-004"]  # the two finished sources are not rendered again
+    assert read_jsonl(path) == clean
+    assert not path.with_suffix(".partial.jsonl").exists()
+
+    # A kill, then a re-run with other settings: nothing of the killed run is reused.
+    monkeypatch.setattr(asm, "_synthesize_source", dies_on_third)
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        asm.synthesize_shard(curated, tmp_path / "synth", 0, 1, settings, source_root=tmp_path)
+    calls.clear()
+    monkeypatch.setattr(asm, "_synthesize_source", lambda rec, *a, **k: calls.append(rec["source_id"]) or real(rec, *a, **k))
+    asm.synthesize_shard(curated, tmp_path / "synth", 0, 1, S(seed=4, test_size=0), source_root=tmp_path)
+    assert len(calls) == 5
+
+
+def test_reference_links_usable_files_and_reencodes_the_rest(tmp_path):
+    from PIL import Image
+
+    img, objs = generate_scene(7, 64, 48)
+    Image.fromarray(img).save(tmp_path / "a.jpg", quality=80)
+    rotated = Image.fromarray(img.transpose(1, 0, 2))  # stored sideways, EXIF says rotate
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated.save(tmp_path / "b.jpg", exif=exif)
+    Image.fromarray(img).save(tmp_path / "c.bmp")
+    recs = [{"source_id": s, "source": "folder", "path": str(tmp_path / f), "width": 64, "height": 48,
+             "objects": objs} for s, f in (("a", "a.jpg"), ("b", "b.jpg"), ("c", "c.bmp"))]
+    asm.synthesize_shard(recs, tmp_path / "synth", 0, 1, S(test_size=0))
+    ref = tmp_path / "synth" / "ref"
+    assert sorted(p.name for p in ref.iterdir()) == ["a.jpg", "b.png", "c.png"]
+    assert (ref / "a.jpg").read_bytes() == (tmp_path / "a.jpg").read_bytes()  # the original JPEG bytes
+    assert (ref / "a.jpg").stat().st_ino == (tmp_path / "a.jpg").stat().st_ino  # a hard link, no copy
+    for name, src in (("a.jpg", "a.jpg"), ("b.png", "b.jpg"), ("c.png", "c.bmp")):
+        assert np.array_equal(load_rgb(ref / name), load_rgb(tmp_path / src)), name
+    with Image.open(tmp_path / "synth" / "dist" / "a-o0.png") as im:
+        assert im.format == "PNG"
+
+
+def test_reference_is_copied_when_links_fail(tmp_path, monkeypatch):
+    import os
+
+    img, objs = generate_scene(8, 64, 48)
+    save_image(tmp_path / "a.png", img)
+
+    def no_links(*a):
+        raise OSError("cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    asm.synthesize_shard([{"source_id": "a", "source": "folder", "path": str(tmp_path / "a.png"), "width": 64,
+                           "height": 48, "objects": objs}], tmp_path / "synth", 0, 1, S(test_size=0))
+    ref = tmp_path / "synth" / "ref" / "a.png"
+    assert ref.read_bytes() == (tmp_path / "a.png").read_bytes()
+    assert ref.stat().st_ino != (tmp_path / "a.png").stat().st_ino

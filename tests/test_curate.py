@@ -55,6 +55,22 @@ def test_phash_resizes_by_area_average():
     assert phash(big) == phash(img)
 
 
+def test_phash_of_a_large_image_uses_a_small_copy_with_the_same_hash():
+    """Issue 13: a 12 MP hash used a 384 MB float64 copy. Now a box-reduced uint8 copy: the same hash whenever
+    the reduction is exact (uniform blocks), and little memory."""
+    import tracemalloc
+
+    grey = np.clip(_grey_with_dct((np.arange(64) - 31.5).reshape(8, 8), offset=128.0), 0, 255).round().astype(np.uint8)
+    small = np.repeat(grey[..., None], 3, axis=2)
+    big = np.kron(small, np.ones((96, 125, 1), np.uint8))  # 3072 x 4000, every pixel of `small` a 96x125 block
+    assert phash(big) == phash(small)
+    tracemalloc.start()
+    phash(big)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 20e6, f"{peak / 1e6:.0f} MB traced for one 12 MP hash"
+
+
 def test_hamming_and_hex():
     assert hamming(0b1011, 0b0001) == 2
     assert hamming("ff", "0f") == 4

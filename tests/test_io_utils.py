@@ -84,3 +84,22 @@ def test_exif_orientation_is_applied(tmp_path):
     exif[0x0112] = 6  # rotate 90 degrees on display
     im.save(p, exif=exif)
     assert load_rgb(p).shape == (60, 40, 3)
+
+
+def test_exif_orientation_from_the_header(tmp_path, monkeypatch):
+    from PIL import Image, PngImagePlugin
+
+    from refine_iqa.io_utils import exif_orientation
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    img = Image.fromarray(np.zeros((40, 60, 3), np.uint8))
+    for name, kw in [("a.png", {"exif": exif}), ("b.jpg", {"exif": exif}), ("c.png", {}), ("d.jpg", {})]:
+        img.save(tmp_path / name, **kw)
+    # A PNG's pixels are not decoded to find out (Pillow's own getexif() would).
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", lambda self: pytest.fail("decoded a PNG"))
+    got = {}
+    for name in ("a.png", "b.jpg", "c.png", "d.jpg"):
+        with Image.open(tmp_path / name) as im:
+            got[name] = exif_orientation(im)
+    assert got == {"a.png": 6, "b.jpg": 6, "c.png": 1, "d.jpg": 1}

@@ -58,6 +58,23 @@ def test_images_are_the_manifest_pixels(env):
         assert np.array_equal(got, load_rgb(tmp / folder / "img-2.png"))
 
 
+def test_images_are_sent_as_file_bytes_with_prefetch_of_the_next_items(env, monkeypatch):
+    """Issue 13: a usable PNG/JPEG is sent as stored (no decode, no re-encode); the state names the next
+    items' images so the page can load them ahead."""
+    from refine_iqa.review import service as service_mod
+
+    _, c, tmp = env
+    monkeypatch.setattr(service_mod, "load_rgb", lambda *a, **k: pytest.fail("decoded a servable file"))
+    r = c.get("/image/img-2/dist")
+    assert r.status_code == 200 and r.data == (tmp / "dist" / "img-2.png").read_bytes()
+    Image.fromarray(load_rgb(tmp / "ref" / "img-2.png")).save(tmp / "ref" / "img-2.png", format="JPEG")
+    r = c.get("/image/img-2/ref")  # a JPEG reference (synthesis links the source JPEG) keeps its bytes
+    assert r.status_code == 200 and r.mimetype == "image/jpeg"
+    assert r.data == (tmp / "ref" / "img-2.png").read_bytes()
+    assert c.get("/api/state").get_json()["prefetch"] == [
+        "/image/img-2/dist", "/image/img-2/ref", "/image/img-3/dist", "/image/img-3/ref"]
+
+
 # At least ten path-traversal and malformed-request patterns; every one refused with a JSON error, none writes.
 REFUSED_GETS = [
     "/image/../manifest.jsonl",

@@ -494,3 +494,62 @@ def test_random_sessions_replay_to_the_same_screen(n, frac, actions):
     for ev in log:
         replay.apply(ev)
     assert (replay.mode, replay.cursor, replay.decisions) == (live.mode, live.cursor, live.decisions)
+
+
+def _counts_from_scratch(s: ReviewSession) -> dict:
+    """The progress figures recomputed by walking the whole batch (what every request used to do)."""
+    fams: dict[str, dict] = {}
+    for item_id in s.order:
+        fam = s.items[item_id].family
+        row = fams.setdefault(fam, {"total": 0, "reviewed": 0, "deleted": 0, "remaining": 0})
+        row["total"] += 1
+        st_ = s.status(item_id)
+        row["reviewed" if st_ else "remaining"] += 1
+        row["deleted"] += st_ == "rejected"
+    return {"deleted": sum(s.status(i) == "rejected" for i in s.order),
+            "to_verify": sum(s.awaits_verification(i) for i in s.order),
+            "reviewed": sum(i in s.decisions for i in s.order), "families": fams,
+            "verify_list": [i for i in s.order if i in s.ever_rejected]}
+
+
+@settings(max_examples=120, deadline=None)
+@given(n=st.integers(1, 7), frac=st.sampled_from([0.2, 0.5, 1.0]),
+       actions=st.lists(st.sampled_from(["accept", "delete", "skip", "back"]), max_size=50))
+def test_incremental_counts_equal_a_full_recount_after_every_event(n, frac, actions):
+    """Issue 13: counters and the verify list are updated per event instead of recomputed per request."""
+    fams = ["blur", "noise", "darken", "pixelate", "blur", "noise", "darken"][:n]
+    s = ReviewSession(_items(fams), max_deletions(n, frac))
+    for action in actions:
+        reason = "other" if action == "delete" else None
+        try:
+            s.check(action, s.cursor, reason)
+        except ActionRefused:
+            continue
+        s.apply(s.make_event(action, s.cursor, reason, "alice"))
+        want = _counts_from_scratch(s)
+        p = s.progress()
+        assert (p["deleted"], p["to_verify"], p["reviewed"], s.deleted) == (
+            want["deleted"], want["to_verify"], want["reviewed"], want["deleted"])
+        assert {r["family"]: {k: r[k] for k in ("total", "reviewed", "deleted", "remaining")}
+                for r in p["per_family"]} == want["families"]
+        assert s.verify_list == want["verify_list"]
+        if s.cursor is not None:
+            pool = s.order if s.mode == "review" else s.verify_list
+            assert s.position(s.cursor, pool) == pool.index(s.cursor)
+            todo = (lambda i: i not in s.decisions) if s.mode == "review" else s.awaits_verification
+            i = pool.index(s.cursor)
+            assert s.upcoming(2) == [x for x in pool[i + 1:] + pool[:i] if todo(x)][:2]
+
+
+def test_counts_by_hand_after_a_few_events():
+    s = ReviewSession(_items(["blur", "noise", "blur"]), max_deletions=2)
+    for action, reason in [("delete", "other"), ("accept", None), ("delete", "object_mismatch")]:
+        s.apply(s.make_event(action, s.cursor, reason, "bob"))
+    p = s.progress()
+    assert (s.mode, p["reviewed"], p["deleted"], p["to_verify"], s.verify_list) == ("verify", 3, 2, 2, ["i0", "i2"])
+    assert [(r["family"], r["total"], r["reviewed"], r["deleted"], r["remaining"]) for r in p["per_family"]] == [
+        ("blur", 2, 2, 2, 0), ("noise", 1, 1, 0, 0)]
+    s.apply(s.make_event("accept", s.cursor, None, "bob"))  # restore i0 in verification
+    p = s.progress()
+    assert (p["deleted"], p["to_verify"], s.verify_list, s.cursor) == (1, 1, ["i0", "i2"], "i2")
+    assert [(r["family"], r["deleted"]) for r in p["per_family"]] == [("blur", 1), ("noise", 0)]

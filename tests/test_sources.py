@@ -1,6 +1,7 @@
 """Sources: image folders, COCO instances, video keyframes (a video encoded here with PyAV), skimage."""
 
 import hashlib
+from pathlib import Path
 import json
 
 import numpy as np
@@ -257,3 +258,64 @@ def test_skimage_source_writes_pngs_once(tmp_path):
     mtime = (tmp_path / "chelsea.png").stat().st_mtime_ns
     list(iter_skimage(tmp_path, ["chelsea"]))
     assert (tmp_path / "chelsea.png").stat().st_mtime_ns == mtime
+
+
+def test_even_keyframes_by_seeking_match_a_full_decode(tmp_path, monkeypatch):
+    """Issue 13: even mode seeks to each keyframe's group of pictures; the frames equal a full decode's."""
+    video = tmp_path / "v.mp4"
+    with av.open(str(video), "w") as container:  # a keyframe every 5 frames, so seeking skips whole groups
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt, stream.gop_size = 96, 64, "yuv420p", 5
+        for k in range(40):
+            frame = np.full((64, 96, 3), 6 * k, np.uint8)
+            frame[10:30, 2 * k: 2 * k + 12] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    s = KeyframeSettings(mode="even", count=4)
+    wanted = sources.even_indices(40, 4)
+    full = sources._decode_even_in_one_pass(str(video), set(wanted))
+    monkeypatch.setattr(sources, "_decode_even_in_one_pass", lambda *a: pytest.fail("fell back to a full decode"))
+    seeked = sources.extract_keyframes(video, s)
+    assert [i for i, _ in seeked] == [i for i, _ in full] == wanted == [5, 15, 25, 35]
+    for (_, a), (_, b) in zip(seeked, full):
+        assert np.array_equal(a, b)
+
+
+def test_scene_mode_keeps_candidates_on_disk_not_in_memory(tmp_path, monkeypatch):
+    video = tmp_path / "v.mp4"
+    _encode_video(video)
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    spilled = []
+    real_save = np.save
+    monkeypatch.setattr(np, "save", lambda path, arr: spilled.append(Path(path).name) or real_save(path, arr))
+    frames = sources.extract_keyframes(video, KeyframeSettings(mode="scene", count=8, min_gap=3), spill_dir=spill)
+    assert [i for i, _ in frames] == [0, 10, 20]
+    assert [int(np.argmin([abs(f[:16].mean() - g) for g in SCENE_GREYS])) for _, f in frames] == [0, 1, 2]
+    assert sorted(spilled) == ["0.npy", "10.npy", "20.npy"]  # every candidate went to disk, none stays in memory
+    assert list(spill.iterdir()) == []  # and is removed afterwards
+
+
+def test_two_shard_curation_decodes_each_video_once(tmp_path, monkeypatch):
+    """Issue 13: every shard used to decode every video; now a video is decoded by its own shard only."""
+    from refine_iqa import stages
+    from refine_iqa.config import load_params
+    from refine_iqa.io_utils import read_jsonl
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for k in range(4):
+        _encode_video(clips / f"c{k}.mp4", n_per_scene=2)
+    params = load_params("params.yaml", {"data": {"perception": {
+        "source": "video", "video": {"path": str(clips), "keyframes": 2, "mode": "even"},
+        "curate": {"shards": 2}}}})
+    decoded = []
+    real = sources.extract_keyframes
+    monkeypatch.setattr(sources, "extract_keyframes", lambda path, *a, **k: decoded.append(Path(path).name) or real(path, *a, **k))
+    for shard in (0, 1):
+        stages.curate_shard(params, None, tmp_path / f"shard-{shard}", shard)
+    assert sorted(decoded) == [f"c{k}.mp4" for k in range(4)]  # each video once, over both shards
+    seen = [r["source_id"] for shard in (0, 1) for r in read_jsonl(tmp_path / f"shard-{shard}" / "progress.jsonl")]
+    assert {s.rsplit("-f", 1)[0] for s in seen} == {f"video-c{k}.mp4" for k in range(4)}

@@ -166,6 +166,24 @@ def load_rgb(path: str | os.PathLike, *, min_side: int = MIN_IMAGE_SIDE, max_pix
         raise ImageReadError(path, "truncated", str(e).splitlines()[0] if str(e) else type(e).__name__) from None
 
 
+def exif_orientation(im) -> int:
+    """EXIF orientation (1 = upright) of an opened image, read from the header without decoding pixels.
+
+    Pillow's `getexif()` on a PNG decodes the whole image to look for an eXIf chunk after the pixels; here a
+    PNG counts only the chunk found before them (what `Image.open` read), which is where writers put it.
+    """
+    from PIL import Image
+
+    if im.format == "PNG":
+        raw = im.info.get("exif")
+        if not raw:
+            return 1
+        exif = Image.Exif()
+        exif.load(raw)
+        return int(exif.get(0x0112, 1))
+    return int(im.getexif().get(0x0112, 1))
+
+
 def pil_to_rgb_array(im, path: str | os.PathLike = "<image>") -> np.ndarray:
     """Convert any Pillow image mode to uint8 RGB."""
     from PIL import Image

@@ -367,29 +367,67 @@ def eval_qbench(params: dict, model_dir, qbench_root, out_json, name: str) -> di
     return result
 
 
-def eval_baselines(params: dict, scoring_test_path, out_json) -> dict:
-    """Table 3 baselines: pyiqa metrics (learned ones with local weights) on the same evaluation sets."""
-    import numpy as np
-
-    from refine_iqa.data.quality import get_metric, metric_info
-    from refine_iqa.eval import metrics
-    from refine_iqa.io_utils import load_rgb
-
+def job_device(params: dict, job: str) -> str:
+    """The device of a job that can run on either (baselines, curation): cuda only when the configuration asks
+    for it AND this job sees a GPU. Under SLURM a job sees GPUs only when its resources request them
+    (profiles/slurm/config.yaml), so a CPU-partition job runs on the CPU instead of failing."""
     import torch
 
-    setup_compute(params)
+    torch.set_num_threads(params["compute"]["threads"])
+    if params["compute"]["device"] == "cuda":
+        if torch.cuda.is_available():
+            return "cuda"
+        print(f"[{job}] compute.device is cuda but this job has no GPU (its resources request none): "
+              "running on the CPU", flush=True)
+    return "cpu"
+
+
+def eval_baselines(params: dict, scoring_test_path, out_json) -> dict:
+    """Table 3 baselines: pyiqa metrics (learned ones with local weights) on the same evaluation sets.
+
+    Images go in by pyiqa's protocol (`quality.metric_input`: SPAQ and any image over 1024 px on its shorter
+    side resized to 448). Each (metric, dataset) result is saved under `<out>.cache/` as it finishes, so a
+    killed job resumes with the next dataset. Unreadable images are skipped and listed.
+    """
+    import numpy as np
+    import torch
+
+    from refine_iqa.data.quality import get_metric, metric_info, metric_input
+    from refine_iqa.eval import metrics
+    from refine_iqa.io_utils import ImageReadError, load_rgb
+
+    device = job_device(params, "baseline")
+    cache_dir = Path(out_json).with_name(Path(out_json).name + ".cache")
     out: dict = {}
+    sets = scoring_eval_sets(params, scoring_test_path)
     for b in params["evaluate"]["baselines"]:
-        metric = get_metric(b["metric"], b.get("weights"), params["compute"]["device"])
+        metric = get_metric(b["metric"], b.get("weights"), device)
         sign = -1.0 if metric_info(b["metric"])["lower_better"] else 1.0
         out[b["metric"]] = {}
-        for ds, recs in scoring_eval_sets(params, scoring_test_path).items():
-            scores = []
-            for r in recs:
-                x = torch.from_numpy(load_rgb(r["image_path"])).permute(2, 0, 1)[None].float() / 255.0
-                with torch.no_grad():
-                    scores.append(sign * float(metric(x).item()))
-            out[b["metric"]][ds] = metrics.correlation_report(np.array(scores), [r["label"] for r in recs])
+        weights = b.get("weights")
+        wstat = [Path(weights).stat().st_size, Path(weights).stat().st_mtime_ns] if weights else None
+        for ds, recs in sets.items():
+            fp = {"metric": b["metric"], "weights": weights, "weights_stat": wstat, "n": len(recs),
+                  "images": [r["image_path"] for r in recs[:1]] + [r["image_path"] for r in recs[-1:]],
+                  "protocol": "pyiqa-0.1.16-short448"}
+
+            def compute(recs=recs, ds=ds):
+                scores, labels, skipped = [], [], []
+                for r in recs:
+                    try:
+                        x = metric_input(load_rgb(r["image_path"]), ds)
+                    except ImageReadError as e:
+                        print(f"[baseline] skipped unreadable {r['image_path']}: {e}", flush=True)
+                        skipped.append(r["image_path"])
+                        continue
+                    with torch.no_grad():
+                        scores.append(sign * float(torch.as_tensor(metric(x.to(device))).flatten().mean()))
+                    labels.append(r["label"])
+                res = metrics.correlation_report(np.array(scores), labels)
+                res["skipped_unreadable"] = skipped
+                return res, []
+
+            out[b["metric"]][ds], _ = _cached(cache_dir, f"{b['metric']}-{ds}", fp, compute)
             print(f"[baseline] {b['metric']} on {ds}: SRCC {out[b['metric']][ds]['srcc']:.3f}", flush=True)
     atomic_write_json(out_json, out)
     return out
@@ -405,8 +443,11 @@ def make_scenes(params: dict, out_dir) -> Path:
     return write_scene_dataset(out_dir, s["n_images"], params["seed"], s["width"], s["height"])
 
 
-def _perception_sources(params: dict, scenes_dir, frames_dir):
+def _perception_sources(params: dict, scenes_dir, frames_dir, shard: int | None = None):
+    """The configured sources. With `shard`, videos of other shards are skipped before decoding (curation
+    shards by video, `curate.shard_key`), so each video is decoded by one shard only."""
     from refine_iqa.data import sources
+    from refine_iqa.data.curate import stable_shard
 
     per = params["data"]["perception"]
     src = per["source"]
@@ -419,7 +460,9 @@ def _perception_sources(params: dict, scenes_dir, frames_dir):
         return [sources.iter_folder(per["folder"])]
     v = per["video"]
     ks = sources.KeyframeSettings(count=v["keyframes"], mode=v["mode"])
-    return [sources.iter_videos(v["path"], frames_dir, ks)]
+    n = per["curate"]["shards"]
+    select = None if shard is None else (lambda video_id: stable_shard(video_id, n) == shard)
+    return [sources.iter_videos(v["path"], frames_dir, ks, select=select)]
 
 
 def curate_shard(params: dict, scenes_dir, out_dir, shard: int) -> Path:
@@ -428,15 +471,19 @@ def curate_shard(params: dict, scenes_dir, out_dir, shard: int) -> Path:
 
     per = params["data"]["perception"]
     obj = per["objects"]
+    device = job_device(params, f"curate shard {shard}")
+    if device == "cpu" and (obj["backend"] == "vlm" or any(q.get("weights") for q in per["curate"]["quality"])):
+        print(f"[curate shard {shard}] a VLM object finder or learned quality metric on the CPU is slow: give "
+              "curate_shard a GPU in profiles/slurm/config.yaml (see the comment there)", flush=True)
     settings = CurateSettings(
         dedup_max_distance=per["curate"]["dedup_max_distance"], quality=per["curate"]["quality"],
         objects_backend=obj["backend"],
         rules=ObjectRules(min_objects=obj["min_objects"], max_objects=obj["max_objects"], max_iou=obj["max_iou"],
                           max_box_frac=obj["max_box_frac"], min_box_side=obj["min_box_side"]),
-        vlm=VlmSettings(obj["vlm"], obj["detector"], device=params["compute"]["device"]) if obj["backend"] == "vlm" else None,
-        shard_index=shard, num_shards=per["curate"]["shards"], device=params["compute"]["device"], show_progress=False,
+        vlm=VlmSettings(obj["vlm"], obj["detector"], device=device) if obj["backend"] == "vlm" else None,
+        shard_index=shard, num_shards=per["curate"]["shards"], device=device, show_progress=False,
     )
-    summary = curate(_perception_sources(params, scenes_dir, Path(out_dir) / "frames"), out_dir, settings=settings)
+    summary = curate(_perception_sources(params, scenes_dir, Path(out_dir) / "frames", shard), out_dir, settings=settings)
     print(f"[curate shard {shard}] {summary}", flush=True)
     return Path(out_dir) / "curated.jsonl"
 

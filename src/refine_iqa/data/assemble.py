@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
+import os
 import re
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from refine_iqa.io_utils import load_rgb, read_jsonl, save_image, write_jsonl
+from refine_iqa.io_utils import append_jsonl, atomic_path, exif_orientation, load_rgb, read_jsonl, save_image, write_jsonl
 
 SAMPLE_BY = ("type", "family")
 REVIEW_MODES = ("manual", "auto")
@@ -190,7 +193,8 @@ def synthesize_shard(curated_records: Sequence[Mapping], out_dir: str | Path, sh
                      settings: SynthesisSettings, *, source_root: str | Path | None = None) -> Path:
     """Render this shard's sources (every `num_shards`-th by sorted source id) and write its shard manifest.
 
-    Writes `out_dir/ref/<source_id>.png` once per source, `out_dir/dist/<item id>.png` per copy and
+    Writes `out_dir/ref/<source_id>.(jpg|png)` once per source (a link to a JPEG/PNG source, see
+    `_write_reference`), `out_dir/dist/<item id>.png` per copy and
     `out_dir/shards/shard-III-of-NNN.jsonl`; returns the shard manifest's path. Relative source paths are
     resolved against `source_root` (default: the working directory). Image paths in the records are
     `out_dir`-joined, as given (relative stays relative).
@@ -207,13 +211,95 @@ def synthesize_shard(curated_records: Sequence[Mapping], out_dir: str | Path, sh
     out_dir = Path(out_dir)
     pool = _DistortionPool()
     ordered = sorted(curated_records, key=lambda r: r["source_id"])
+    path = shard_manifest_path(out_dir, shard_index, num_shards)
+    # A killed shard resumes: each finished source's records are appended here (its files are written
+    # atomically before), and a re-run reuses those whose inputs and settings are unchanged. Removed once the
+    # manifest is written, so a later run (new code, say) renders afresh.
+    partial = path.with_suffix(".partial.jsonl")
+    done = _load_partial(partial)
     records = []
     for rec in ordered[shard_index::num_shards]:
-        records.extend(_synthesize_source(rec, out_dir, pool, settings, source_root))
+        key = _source_key(rec, settings, source_root)
+        prev = done.get(rec["source_id"])
+        if prev is not None and prev["key"] == key and all(
+                Path(r[f]).is_file() for r in prev["records"] for f in ("ref_path", "dist_path")):
+            records.extend(prev["records"])
+            continue
+        new = _synthesize_source(rec, out_dir, pool, settings, source_root)
+        append_jsonl(partial, {"source_id": rec["source_id"], "key": key, "records": new})
+        records.extend(new)
     records.sort(key=lambda r: r["id"])
-    path = shard_manifest_path(out_dir, shard_index, num_shards)
     write_jsonl(path, records)
+    partial.unlink(missing_ok=True)
     return path
+
+
+def _load_partial(path: Path) -> dict[str, dict]:
+    if not path.exists():
+        return {}
+    done = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # the line being written when the job was killed
+        done[entry["source_id"]] = entry
+    return done
+
+
+def _source_path(rec: Mapping, source_root) -> Path:
+    src = Path(rec["path"])
+    if not src.is_absolute() and source_root is not None:
+        src = Path(source_root) / src
+    return src
+
+
+def _source_key(rec: Mapping, settings: SynthesisSettings, source_root) -> str:
+    """What a source's rendered files depend on: its curated record, its file, the synthesis settings."""
+    try:
+        st = _source_path(rec, source_root).stat()
+        stamp = [st.st_size, st.st_mtime_ns]
+    except OSError:
+        stamp = None
+    text = json.dumps([dict(rec), stamp, repr(settings)], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+# Formats a reference may keep as it is: load_rgb reads the linked file to exactly the pixels the distorted
+# copy was made from, because it is the very file those pixels came from.
+_LINKABLE = {"JPEG": ".jpg", "PNG": ".png"}
+PNG_COMPRESS_LEVEL = 1  # ~4x faster saves than Pillow's default 6 for ~15% larger files (docs/synthesis.md)
+
+
+def _write_reference(src: Path, image: np.ndarray, out_stem: Path) -> Path:
+    """The reference image: the source file itself (hard link, else a copy) when it is a JPEG or PNG whose
+    pixels need no EXIF rotation; otherwise a PNG of the decoded pixels. Keeping the original JPEG bytes
+    avoids re-encoding an already-lossy image (and ~7x the disk); the model and the review app read it the
+    same way."""
+    from PIL import Image
+
+    fmt = None
+    try:
+        with Image.open(src) as im:
+            if exif_orientation(im) == 1 and im.mode in ("RGB", "L"):
+                fmt = im.format
+    except OSError:
+        fmt = None
+    if fmt in _LINKABLE:
+        dst = out_stem.with_suffix(_LINKABLE[fmt])
+        if dst.exists() and os.path.samefile(dst, src):
+            return dst
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(dst) as tmp:
+            Path(tmp).unlink(missing_ok=True)
+            try:
+                os.link(src, tmp)
+            except OSError:  # another filesystem, or links not allowed: copy the bytes
+                shutil.copyfile(src, tmp)
+        return dst
+    dst = out_stem.with_suffix(".png")
+    save_image(dst, image, compress_level=PNG_COMPRESS_LEVEL)
+    return dst
 
 
 def _synthesize_source(rec: Mapping, out_dir: Path, pool: _DistortionPool, settings: SynthesisSettings,
@@ -221,16 +307,13 @@ def _synthesize_source(rec: Mapping, out_dir: Path, pool: _DistortionPool, setti
     picks = chosen_objects(rec, settings)
     if not picks:
         return []
-    src = Path(rec["path"])
-    if not src.is_absolute() and source_root is not None:
-        src = Path(source_root) / src
+    src = _source_path(rec, source_root)
     image = load_rgb(src)
     h, w = image.shape[:2]
     if (w, h) != (rec["width"], rec["height"]):
         raise ValueError(f"{src}: image is {w}x{h} but curated record {rec['source_id']!r} says "
                          f"{rec['width']}x{rec['height']}; re-run curation")
-    ref_path = out_dir / "ref" / f"{rec['source_id']}.png"
-    save_image(ref_path, image)
+    ref_path = _write_reference(src, image, out_dir / "ref" / rec["source_id"])
     names = [o["name"] for o in rec["objects"]]
     out = []
     for k in picks:
@@ -240,7 +323,7 @@ def _synthesize_source(rec: Mapping, out_dir: Path, pool: _DistortionPool, setti
         box = list(rec["objects"][k]["box"])
         dist = pool.lib.apply(image, name, level, seed=seed, box=box)
         dist_path = out_dir / "dist" / f"{item_id}.png"
-        save_image(dist_path, dist)
+        save_image(dist_path, dist, compress_level=PNG_COMPRESS_LEVEL)
         out.append({
             "id": item_id, "source_id": rec["source_id"], "source": rec["source"],
             "ref_path": str(ref_path), "dist_path": str(dist_path), "width": w, "height": h,

@@ -22,15 +22,16 @@ HASH_BITS = 64
 _LINEAR_SCAN_ABOVE = 15  # for large distances the chunk index stops paying off
 
 
-def phash(image: np.ndarray) -> int:
-    """64-bit perceptual hash of a uint8 RGB (H, W, 3) or grey (H, W) image."""
-    arr = np.asarray(image)
-    if arr.ndim == 3:
-        grey = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-    elif arr.ndim == 2:
-        grey = arr.astype(np.float64)
-    else:
-        raise ValueError(f"phash: expected an (H, W) or (H, W, 3) image, got shape {arr.shape}")
+# Images are box-reduced by an integer factor to at least this many pixels on the shorter side before the
+# float copy: a 12 MP photo then costs ~1 MB of float32 instead of a 384 MB float64 copy (issue 13).
+_REDUCE_TO_MIN_SIDE = 256
+
+
+def _reduce_factor(width: int, height: int) -> int:
+    return max(1, min(width, height) // _REDUCE_TO_MIN_SIDE)
+
+
+def _hash_grey(grey: np.ndarray) -> int:
     if grey.shape != (32, 32):
         grey = np.asarray(Image.fromarray(grey.astype(np.float32)).resize((32, 32), Image.Resampling.BOX))
     low = dctn(grey.astype(np.float64), type=2, norm="ortho")[:8, :8]
@@ -39,6 +40,33 @@ def phash(image: np.ndarray) -> int:
     for bit in bits:
         value = (value << 1) | int(bit)
     return value
+
+
+def _grey(arr: np.ndarray) -> np.ndarray:
+    """BT.601 luma in float32 (channels weighted one at a time: no (H, W, 3) float copy)."""
+    arr = arr[..., :3]
+    return (np.float32(0.299) * arr[..., 0] + np.float32(0.587) * arr[..., 1]
+            + np.float32(0.114) * arr[..., 2]).astype(np.float32)
+
+
+def phash(image: np.ndarray) -> int:
+    """64-bit perceptual hash of a uint8 RGB (H, W, 3) or grey (H, W) image.
+
+    A large image is first box-reduced (PIL `reduce`, uint8) by an integer factor so its shorter side stays
+    >= 256 px; the 32x32 area average is then taken from that copy. That equals the full-resolution area
+    average up to uint8 rounding of the reduced pixels and cell edges moving by < 1 reduced pixel. Images
+    under 512 px on the shorter side are not reduced (hash unchanged). Measured (benchmarks/bench_phash.py):
+    123 of 130 hashes identical to the full-resolution formula, 7 at 2 bits; a 12 MP hash 0.16 s and 1 MB
+    traced memory instead of 1.9 s and 384 MB.
+    """
+    arr = np.asarray(image)
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"phash: expected an (H, W) or (H, W, 3) image, got shape {arr.shape}")
+    factor = _reduce_factor(arr.shape[1], arr.shape[0])
+    if factor > 1 and arr.dtype == np.uint8:
+        arr = np.asarray(Image.fromarray(np.ascontiguousarray(arr[..., :3] if arr.ndim == 3 else arr)).reduce(factor))
+    grey = _grey(arr) if arr.ndim == 3 else arr.astype(np.float32)
+    return _hash_grey(grey)
 
 
 def to_hex(value: int) -> str:

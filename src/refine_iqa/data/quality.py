@@ -102,6 +102,37 @@ def get_metric(name: str, weights: str | None = None, device: str = "cpu"):
     return _METRIC_CACHE[key]
 
 
+# pyiqa's input protocol (pyiqa 0.1.16): RGB float32 in [0, 1], shape (1, 3, H, W). Its test sets are scored
+# at the size pyiqa's own benchmark uses (default_dataset_configs.yml): SPAQ resized so the shorter side is
+# 448 (torchvision Resize(448): bilinear, antialiased), the others at their released size (KonIQ 512x384,
+# LIVE-C 500x500, ...). Any image whose shorter side exceeds 1024 is resized the SPAQ way too: pyiqa has no
+# test set that large, and some metrics (entropy: ~2 GB per megapixel) cannot take 12 MP photos.
+PYIQA_DATASET_SHORT_SIDE = {"spaq": 448}
+LARGE_SHORT_SIDE = 1024
+LARGE_RESIZE_TO = 448
+
+
+def protocol_short_side(width: int, height: int, dataset: str | None = None) -> int | None:
+    """The shorter side an image is resized to before a pyiqa metric sees it (None: keep its size)."""
+    if dataset in PYIQA_DATASET_SHORT_SIDE:
+        return PYIQA_DATASET_SHORT_SIDE[dataset]
+    return LARGE_RESIZE_TO if min(width, height) > LARGE_SHORT_SIDE else None
+
+
+def metric_input(image: np.ndarray, dataset: str | None = None):
+    """A uint8 RGB image as pyiqa metrics take it: resized per `protocol_short_side`, then (1, 3, H, W) in [0, 1]."""
+    import torch
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    short = protocol_short_side(w, h, dataset)
+    if short is not None and short != min(w, h):
+        # torchvision Resize(int): the shorter side becomes `short`, the longer int(short * long / short_side)
+        size = (int(short * w / h), short) if h <= w else (short, int(short * h / w))
+        image = np.array(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+    return torch.from_numpy(np.array(image, dtype=np.uint8, copy=None)).permute(2, 0, 1)[None].float().div_(255.0)
+
+
 def passes(score: float, threshold: float, direction: str) -> bool:
     if score is None or math.isnan(score):
         return False
@@ -130,7 +161,7 @@ class QualityFilter:
             return {}
         import torch
 
-        x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None].div(255.0)
+        x = metric_input(np.asarray(image, dtype=np.uint8))  # bounded size (protocol_short_side)
         scores = {}
         for spec in self.specs:
             metric = get_metric(spec.metric, spec.weights, self.device)

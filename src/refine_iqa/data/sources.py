@@ -208,34 +208,84 @@ def pick_scene_changes(diffs: list[float], settings: KeyframeSettings) -> list[i
     return sorted(chosen)
 
 
-def extract_keyframes(video_path: str | Path, settings: KeyframeSettings) -> list[tuple[int, np.ndarray]]:
-    """Decode the first video stream and return [(frame index, uint8 RGB)] for the chosen keyframes."""
+def _frame_pts(container, stream) -> list[int]:
+    """Presentation timestamps of the stream's frames in display order, read from the packets (no decoding)."""
+    return sorted(p.pts for p in container.demux(stream) if p.size and p.pts is not None)
+
+
+def _seek_frames(path: str, wanted: list[int]) -> list[tuple[int, np.ndarray]] | None:
+    """Frames `wanted` (display-order indices) by seeking to the keyframe before each and decoding from there.
+
+    Returns None when the container gives no usable timestamps (the caller then decodes in one pass).
+    """
+    import av
+
+    out = []
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        pts = _frame_pts(container, stream)
+        if not pts or len(set(pts)) != len(pts) or max(wanted) >= len(pts):
+            return None
+        for i in wanted:
+            target = pts[i]
+            container.seek(target, stream=stream, backward=True, any_frame=False)
+            got = None
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    return None
+                if frame.pts >= target:
+                    got = frame if frame.pts == target else None
+                    break
+            if got is None:
+                return None
+            out.append((i, got.to_ndarray(format="rgb24")))
+    return out
+
+
+def _decode_even_in_one_pass(path: str, wanted: set[int]) -> list[tuple[int, np.ndarray]]:
+    import av
+
+    out = []
+    with av.open(path) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i in wanted:
+                out.append((i, frame.to_ndarray(format="rgb24")))
+                if len(out) == len(wanted):
+                    break
+    return out
+
+
+def extract_keyframes(video_path: str | Path, settings: KeyframeSettings,
+                      spill_dir: str | Path | None = None) -> list[tuple[int, np.ndarray]]:
+    """Decode the first video stream and return [(frame index, uint8 RGB)] for the chosen keyframes.
+
+    even: the frame indices are known from the packet count, so each is reached by a seek to the keyframe
+    before it (only that group of pictures is decoded), not by decoding every frame up to it.
+    scene: one decoding pass; a candidate frame (a cut) is spilled to `spill_dir` (a temporary folder when
+    None) as a raw .npy rather than held in memory, and only the chosen ones are read back.
+    """
     import av
 
     path = str(video_path)
     if settings.mode == "even":
-        wanted = set(even_indices(count_frames(path), settings.count))
-        out = []
-        with av.open(path) as container:
-            for i, frame in enumerate(container.decode(video=0)):
-                if i in wanted:
-                    out.append((i, frame.to_ndarray(format="rgb24")))
-                    if len(out) == len(wanted):
-                        break
-        return out
-    # scene mode: one pass keeping every frame's thumbnail difference; frames are re-read only if chosen.
+        wanted = even_indices(count_frames(path), settings.count)
+        if not wanted:
+            return []
+        return _seek_frames(path, wanted) or _decode_even_in_one_pass(path, set(wanted))
+    import tempfile
+
     diffs: list[float] = []
     prev = None
-    frames: dict[int, np.ndarray] = {}
-    with av.open(path) as container:
-        for i, frame in enumerate(container.decode(video=0)):
-            rgb = frame.to_ndarray(format="rgb24")
-            thumb = _thumb(rgb)
-            diffs.append(0.0 if prev is None else float(np.abs(thumb - prev).mean()))
-            prev = thumb
-            if i == 0 or diffs[-1] > settings.scene_threshold:
-                frames[i] = rgb  # only candidates are held in memory
-    return [(i, frames[i]) for i in pick_scene_changes(diffs, settings)]
+    with tempfile.TemporaryDirectory(dir=spill_dir, prefix=".keyframe-candidates-") as tmp:
+        with av.open(path) as container:
+            for i, frame in enumerate(container.decode(video=0)):
+                rgb = frame.to_ndarray(format="rgb24")
+                thumb = _thumb(rgb)
+                diffs.append(0.0 if prev is None else float(np.abs(thumb - prev).mean()))
+                prev = thumb
+                if i == 0 or diffs[-1] > settings.scene_threshold:
+                    np.save(Path(tmp) / f"{i}.npy", rgb)  # on disk, not in memory: an hour of cuts is GBs
+        return [(i, np.load(Path(tmp) / f"{i}.npy")) for i in pick_scene_changes(diffs, settings)]
 
 
 def iter_video(video_path: str | Path, frames_dir: str | Path, settings: KeyframeSettings, *,
@@ -268,7 +318,8 @@ def iter_video(video_path: str | Path, frames_dir: str | Path, settings: Keyfram
             indices = saved["frames"]
     if indices is None:
         try:
-            frames = extract_keyframes(video_path, settings)
+            frames_dir.mkdir(parents=True, exist_ok=True)
+            frames = extract_keyframes(video_path, settings, spill_dir=frames_dir)
         except Exception as e:  # PyAV raises its own error family for broken files; quarantine all of them
             yield SourceItem(video_id, source, str(video_path), None, meta=group,
                              error=("video_unreadable", f"{type(e).__name__}: {e}".splitlines()[0]))

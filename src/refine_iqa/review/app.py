@@ -1,7 +1,7 @@
 """Flask app factory for the human review screen.
 
-Safety rules: images are routed by item id and role (never by a path from the request) and re-encoded from
-the decoded pixels; every error is a small JSON body with a 4xx/5xx status (debug off, no tracebacks); POSTs
+Safety rules: images are routed by item id and role (never by a path from the request) and sent only after
+their header shows a PNG/JPEG of the manifest's size (anything else is re-encoded from the decoded pixels); every error is a small JSON body with a 4xx/5xx status (debug off, no tracebacks); POSTs
 must be same-origin JSON under a small size cap; the Host header must name this server (DNS rebinding).
 """
 
@@ -144,12 +144,12 @@ def create_app(manifest_path: str | Path, decisions_path: str | Path | None = No
     @app.get("/image/<item_id>/<role>")
     def image(item_id: str, role: str):
         try:
-            data = service.image_png(item_id, role)
+            data, mimetype = service.image_file(item_id, role)
         except KeyError:
             return _error(404, "no such image: images are addressed as /image/<item id of this batch>/ref|dist")
         except ImageUnavailable as e:
             return _error(422, str(e))
-        resp = Response(data, mimetype="image/png")
+        resp = Response(data, mimetype=mimetype)
         resp.headers["Cache-Control"] = "private, max-age=600"
         return resp
 

@@ -6,10 +6,15 @@ the item the reviewer left. `check` decides whether a live action is allowed BEF
 Modes: "review" (first pass over every item, skipped items come back after the end), "verify" (post-hoc
 verification: every item deleted in the first pass is shown again to confirm the deletion or restore it),
 "done". A decision moves to the next item still to do, wrapping round; "back" steps to the previous item.
+
+Counts (progress, deletions, items to verify) are kept up to date by `apply`, and the verify list is kept
+sorted as items join it, so a request or a replayed event costs no walk over the whole batch (issue 13:
+restart time grew with the square of the verify events).
 """
 
 from __future__ import annotations
 
+import bisect
 from typing import Sequence
 
 from refine_iqa.review.decisions import REASONS
@@ -34,6 +39,17 @@ class ReviewSession:
         self.ever_rejected: set[str] = set()
         self.mode = "review" if self.order else "done"
         self.cursor: str | None = self.order[0] if self.order else None
+        # Incremental counters, updated by apply() (see the module docstring).
+        self._verify: list[str] = []  # ever_rejected in batch order
+        self.deleted = 0
+        self.to_verify = 0
+        self._families: dict[str, dict] = {}
+        for item_id in self.order:
+            fam = self.items[item_id].family
+            row = self._families.setdefault(fam, {"family": fam, "name": FAMILY_NAMES[fam], "total": 0,
+                                                  "reviewed": 0, "deleted": 0, "remaining": 0})
+            row["total"] += 1
+            row["remaining"] += 1
 
     # ---- derived views ------------------------------------------------------------------------------------
     def status(self, item_id: str) -> str | None:
@@ -47,11 +63,16 @@ class ReviewSession:
     @property
     def verify_list(self) -> list[str]:
         """Items deleted at some point, in batch order; they stay listed after a restore (back works)."""
-        return [i for i in self.order if i in self.ever_rejected]
+        return self._verify
 
-    @property
-    def deleted(self) -> int:
-        return sum(1 for d in self.decisions.values() if d["status"] == "rejected")
+    def position(self, item_id: str, pool: list[str]) -> int:
+        """Index of `item_id` in `pool` (the batch order or the verify list) without a linear search."""
+        if pool is self.order:
+            return self.index[item_id]
+        i = bisect.bisect_left(self._verify, self.index[item_id], key=self.index.__getitem__)
+        if i == len(self._verify) or self._verify[i] != item_id:
+            raise ValueError(f"{item_id!r} is not in the verify list")
+        return i
 
     def can_delete(self, item_id: str | None = None) -> bool:
         item_id = item_id or self.cursor
@@ -59,16 +80,16 @@ class ReviewSession:
 
     def _next(self, after: str, pool: list[str], wanted) -> str | None:
         """First id in `pool` after `after`, wrapping round and never `after` itself, for which `wanted(id)` holds."""
-        i = self.index[after] if pool is self.order else pool.index(after)
+        i = self.position(after, pool)
         n = len(pool)
-        # Walk from i + 1 round to i - 1 without copying the list: replaying a long log stays linear in practice.
+        # Walk from i + 1 round to i - 1 without copying the list; in a normal pass the first step succeeds.
         return next((pool[(i + k) % n] for k in range(1, n) if wanted(pool[(i + k) % n])), None)
 
     def _undecided(self, item_id: str) -> bool:
         return item_id not in self.decisions
 
     def _finish_review(self) -> None:
-        first = next((i for i in self.order if self.awaits_verification(i)), None)
+        first = next((i for i in self._verify if self.awaits_verification(i)), None)
         self.mode, self.cursor = ("verify", first) if first else ("done", None)
 
     def _advance(self, after: str) -> None:
@@ -90,7 +111,7 @@ class ReviewSession:
                 return vl[-1], "verify"
             return (self.order[-1], "review") if self.order else None
         pool = self.order if self.mode == "review" else self.verify_list
-        i = pool.index(self.cursor)
+        i = self.position(self.cursor, pool)
         return (pool[i - 1], self.mode) if i > 0 else None
 
     # ---- live checks -------------------------------------------------------------------------------------
@@ -157,27 +178,50 @@ class ReviewSession:
             self.cursor = item_id
             self._advance(item_id)
         elif kind == "decision":
+            self._count(item_id, -1)
             self.decisions[item_id] = {k: ev[k] for k in ("status", "reason", "by", "verified")}
-            if ev["status"] == "rejected":
+            self._count(item_id, +1)
+            if ev["status"] == "rejected" and item_id not in self.ever_rejected:
                 self.ever_rejected.add(item_id)
+                bisect.insort(self._verify, item_id, key=self.index.__getitem__)
             self.cursor = item_id
             self._advance(item_id)
         else:
             raise ValueError(f"event {kind!r} does not belong to the review session")
 
     # ---- progress ------------------------------------------------------------------------------------------------
+    def _count(self, item_id: str, sign: int) -> None:
+        """Add (+1) or remove (-1) the item's current decision from the counters."""
+        d = self.decisions.get(item_id)
+        if d is None:
+            return
+        row = self._families[self.items[item_id].family]
+        row["reviewed"] += sign
+        row["remaining"] -= sign
+        if d["status"] == "rejected":
+            row["deleted"] += sign
+            self.deleted += sign
+            if not d["verified"]:
+                self.to_verify += sign
+
     def progress(self) -> dict:
-        fams: dict[str, dict] = {}
-        for item_id in self.order:
-            fam = self.items[item_id].family
-            row = fams.setdefault(fam, {"family": fam, "name": FAMILY_NAMES[fam], "total": 0, "reviewed": 0,
-                                        "deleted": 0, "remaining": 0})
-            row["total"] += 1
-            st = self.status(item_id)
-            row["reviewed" if st else "remaining"] += 1
-            row["deleted"] += st == "rejected"
         reviewed = len(self.decisions)
         return {"total": len(self.order), "reviewed": reviewed, "remaining": len(self.order) - reviewed,
-                "deleted": self.deleted, "max_deletions": self.max_deletions,
-                "to_verify": sum(self.awaits_verification(i) for i in self.order),
-                "per_family": [fams[f] for f in sorted(fams, key=lambda f: list(FAMILY_NAMES).index(f))]}
+                "deleted": self.deleted, "max_deletions": self.max_deletions, "to_verify": self.to_verify,
+                "per_family": [dict(self._families[f]) for f in sorted(self._families,
+                                                                       key=list(FAMILY_NAMES).index)]}
+
+    def upcoming(self, count: int) -> list[str]:
+        """The next `count` items the reviewer will see after the current one (for image prefetch)."""
+        if self.cursor is None:
+            return []
+        pool, todo = ((self.order, self._undecided) if self.mode == "review"
+                      else (self._verify, self.awaits_verification))
+        out, i, n = [], self.position(self.cursor, pool), len(pool)
+        for k in range(1, n):  # stops after `count` finds; in a normal pass those are the next ones
+            cand = pool[(i + k) % n]
+            if todo(cand):
+                out.append(cand)
+                if len(out) == count:
+                    break
+        return out

@@ -98,6 +98,20 @@ function render(s) {
   }
   if (s.message) setMessage(s.message, "error");
   for (const b of document.querySelectorAll("#buttons button")) b.disabled = !item && b.dataset.action !== "back";
+  prefetch(s.prefetch || []);
+}
+
+// Load the next items' images while the reviewer looks at this one: the server sends them with
+// Cache-Control, so the next screen shows at once. Kept referenced until loaded so none is dropped early.
+const prefetched = new Map();
+function prefetch(urls) {
+  for (const url of urls) {
+    if (prefetched.has(url)) continue;
+    const im = new Image();
+    im.onload = im.onerror = () => { if (prefetched.size > 32) prefetched.delete(prefetched.keys().next().value); };
+    im.src = url;
+    prefetched.set(url, im);
+  }
 }
 
 function renderCounts(p, mode) {
