@@ -10,7 +10,7 @@ rule stage1:
     params:
         launch=launcher(),
         base=base_model_dir(),
-        settings=config["stage1"],
+        reads=step_reads("stage1"),
     log:
         f"{L}/stage1.log",
     benchmark:

@@ -11,7 +11,7 @@ rule stage2:
     params:
         launch=launcher(),
         init=stage2_init,
-        settings=config["stage2"],
+        reads=step_reads("stage2"),
     wildcard_constraints:
         variant="[a-z0-9_]+",
     log:
