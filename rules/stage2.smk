@@ -23,6 +23,8 @@ rule stage2:
         runtime=1440,
         mem_mb=8000,
     shell:
+        # the job's files for the MLflow lineage tags (refine_iqa.tracking)
+        "REFINE_IQA_INPUTS='{input}' REFINE_IQA_OUTPUTS='{output}' "
         "{params.launch} -m refine_iqa.cli train-stage2 --params \"$REFINE_IQA_PARAMS_JSON\" --init {params.init} "
         "--train {input.train} --variant {wildcards.variant} --out {output.model} --curve {output.curve} > {log} 2>&1"
 
