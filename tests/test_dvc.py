@@ -87,23 +87,26 @@ def test_repro_then_status_clean_and_nothing_to_do(clone_a):
 
 # --- staleness ---------------------------------------------------------------------------------------------
 
-def _dvc_changed(clone) -> set[str]:
-    out = run(["dvc", "status", "--json"], clone)
-    return set(json.loads(out[out.index("{"):] if "{" in out else "{}"))
-
-
-def _snakemake_changed(clone, rule_stage: dict[str, str]) -> set[str]:
-    """DVC stages of the rules Snakemake would re-run for their OWN reasons (params/code changed), not
-    because an upstream job runs."""
-    out = run([sys.executable, "-m", "snakemake", "--profile", "profiles/local", "-n", "all"], clone)
-    rules: set[str] = set()
-    lines = out.splitlines()
-    for i, line in enumerate(lines):
-        if re.search(r"(params|code|software environment|set of input files) ha(s|ve) changed", line, re.I) and \
-                line.strip().endswith(":"):
-            rules |= {r.strip() for r in lines[i + 1].split(",") if r.strip()}
-    assert "output files have to be generated" not in out, out[-2000:]  # the clone's outputs are all there
-    return {rule_stage[r] for r in rules}
+def _changed_now(clone, rule_stage: dict[str, str]) -> tuple[set[str], set[str]]:
+    """(DVC stages `dvc status` marks, DVC stages of the rules Snakemake marks), both asked at once.
+    Snakemake: `--summary` judges every job on its own (a dry run's reasons hide a job's own params change
+    behind "input files updated by another job"), so its status column names the rules that read the edit."""
+    env = env_for(clone)
+    env.pop("REFINE_IQA_RUN_GROUP")
+    dvc = subprocess.Popen(["dvc", "status", "--json"], cwd=clone, env=env, stdout=subprocess.PIPE, text=True)
+    smk = subprocess.run([sys.executable, "-m", "snakemake", "--profile", "profiles/local", "--summary", "all"],
+                         cwd=clone, env=env, capture_output=True, text=True, timeout=600)
+    out = dvc.communicate(timeout=600)[0]
+    assert dvc.returncode == 0 and smk.returncode == 0, smk.stderr[-3000:]
+    dvc_stages = set(json.loads(out[out.index("{"):]))
+    rules = set()
+    for line in smk.stdout.splitlines()[1:]:
+        cols = line.split("\t")
+        if len(cols) >= 6:
+            assert cols[4] != "missing", line  # every output of the smoke run is there
+            if cols[4] in ("params changed", "rule implementation changed", "set of input files changed"):
+                rules.add(cols[2])
+    return dvc_stages, {rule_stage[r] for r in rules}
 
 
 def _expected(p, *, path=None, key=None) -> set[str]:
@@ -152,7 +155,6 @@ def test_an_edit_marks_exactly_the_stages_that_read_it(clone_a):
 
     p = load_params(clone_a / "params.yaml")
     rule_stage = {r: s for s, st in gen_dvc().stage_table(p).items() for r in st["rules"]}
-    rule_stage["all"] = "evaluate"
     seen = {}
     for path in EDITS_FILES + ["params.yaml:" + k for k in EDITS_KEYS]:
         f = clone_a / path.split(":")[0]
@@ -165,7 +167,7 @@ def test_an_edit_marks_exactly_the_stages_that_read_it(clone_a):
             f.write_text(original + "\n# an edit\n")
             want = _expected(p, path=path)
         try:
-            dvc, smk = _dvc_changed(clone_a), _snakemake_changed(clone_a, rule_stage)
+            dvc, smk = _changed_now(clone_a, rule_stage)
         finally:
             f.write_text(original)
         seen[path] = want
@@ -244,8 +246,9 @@ def test_release_then_a_fresh_clone_pulls_everything_and_trains_nothing(clone_a,
 def test_kill_minus_9_during_stage2_recovers_in_one_run(clone_a):
     """Kill the whole `make run` (dvc, Snakemake, the training job) after Stage-2's first checkpoint."""
     smoke = clone_a / "configs/smoke.yaml"
-    smoke.write_text(smoke.read_text().replace(
-        "stage2:\n  grpo: {max_steps: 2,", "stage2:\n  grpo: {max_steps: 4, checkpoint_steps: 2,", 1))
+    text = smoke.read_text()
+    assert "stage2:\n  grpo: {max_steps: 2," in text
+    smoke.write_text(text.replace("stage2:\n  grpo: {max_steps: 2,", "stage2:\n  grpo: {max_steps: 4, checkpoint_steps: 2,", 1))
     ckpt = clone_a / "models/stage2-main.checkpoints/checkpoint-2/trainer_state.json"
     env = env_for(clone_a)
     env.pop("REFINE_IQA_RUN_GROUP")
@@ -265,10 +268,11 @@ def test_kill_minus_9_during_stage2_recovers_in_one_run(clone_a):
     def runs():
         db = sqlite3.connect(db_path)
         rows = db.execute("select r.run_uuid, r.status, t.value from runs r join tags t on t.run_uuid = r.run_uuid "
-                          "and t.key = 'mlflow.runName'").fetchall()
+                          "and t.key = 'mlflow.runName' where r.lifecycle_stage = 'active'").fetchall()
         db.close()
         return rows
 
+    n_main = len([1 for _, _, n in runs() if n == "stage2-main"])
     killed = [(r, s) for r, s, name in runs() if name == "stage2-main" and s == "RUNNING"]
     assert len(killed) == 1
     killed_id = killed[0][0]
@@ -281,11 +285,12 @@ def test_kill_minus_9_during_stage2_recovers_in_one_run(clone_a):
     assert "unlocking" in out
     assert "resuming from checkpoint" in (clone_a / "logs/stage2-main.log").read_text()
     db = sqlite3.connect(db_path)
-    status = dict(db.execute("select run_uuid, status from runs"))
+    status = dict(db.execute("select run_uuid, status from runs where lifecycle_stage = 'active'"))
     assert status[killed_id] == "FINISHED"  # the resumed training continued its own run
     assert status[parent_id] == "KILLED"  # the killed invocation's parent run is closed
     assert "RUNNING" not in status.values()
     steps = [s for (s,) in db.execute("select step from metrics where run_uuid = ? and key = 'loss' order by step",
                                       (killed_id,))]
     assert steps == [1, 2, 3, 4], steps  # one curve, every step once
-    assert not [n for _, s, n in runs() if n == "stage2-main" and s == "FINISHED" and _ != killed_id]
+    db.close()
+    assert len([1 for _, _, n in runs() if n == "stage2-main"]) == n_main  # no second run for the resumed training

@@ -87,3 +87,12 @@ def test_a_resumed_training_continues_its_run_and_models_are_registered(store, t
     # the superseded fresh run is deleted, not left behind
     active = client.search_runs([client.get_experiment_by_name(store["experiment"]).experiment_id])
     assert [r.info.run_id for r in active] == [first_id]
+
+
+def test_snakemake_folder_marker_is_not_content(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "w").write_bytes(b"w")
+    before = tracking.dvc_hash(tmp_path / "m")
+    (tmp_path / "m" / ".snakemake_timestamp").write_bytes(b"")  # Snakemake adds it after the job
+    assert tracking.dvc_hash(tmp_path / "m") == before
+    assert ".snakemake_timestamp" in (tracking.Path(__file__).parents[1] / ".dvcignore").read_text()

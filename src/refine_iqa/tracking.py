@@ -35,6 +35,8 @@ PARAMS_ENV = "REFINE_IQA_PARAMS_JSON"
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 RUN_ID_FILE = "mlflow_run.json"  # in a training's checkpoint folder: the run a resumed training continues
 LOCK_DIR = Path(".snakemake")
+# Snakemake's marker in folder outputs, added after the job: bookkeeping, not content (.dvcignore lists it too)
+DVC_IGNORED = frozenset({".snakemake_timestamp"})
 
 
 def set_job_files(inputs, outputs) -> None:
@@ -62,7 +64,8 @@ def dvc_hash(path: str | os.PathLike) -> str | None:
     if not path.is_dir():
         return None
     entries = sorted(({"md5": _md5_file(p), "relpath": p.relative_to(path).as_posix()}
-                      for p in path.rglob("*") if p.is_file()), key=lambda e: e["relpath"])
+                      for p in path.rglob("*") if p.is_file() and p.name not in DVC_IGNORED),
+                     key=lambda e: e["relpath"])
     return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
 
 
@@ -106,7 +109,10 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a killed process nobody has reaped yet (a zombie) is dead too
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
 
 
 def _process_tags(pid: int | None = None) -> dict[str, str]:
