@@ -18,7 +18,7 @@ export MLFLOW_ENABLE_ASYNC_LOGGING := false
 # the tests that train for tens of seconds or start services.
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-quick dry-run paper-dry-run lint bench bench-scale rehearsal clean
+.PHONY: setup run release test test-quick dry-run paper-dry-run lint bench bench-scale rehearsal clean
 
 setup: $(STAMP)
 
@@ -32,9 +32,14 @@ $(STAMP): requirements.txt pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+# check settings and dvc.yaml, clear a killed run's stale Snakemake locks, then `dvc repro` (docs/provenance.md)
 run: setup
-	$(BIN)/refine-iqa check
-	REFINE_IQA_RUN_GROUP=$${REFINE_IQA_RUN_GROUP:-$$(date +%Y%m%d-%H%M%S)} $(BIN)/dvc repro
+	$(BIN)/python workflow_scripts/run_workflow.py
+
+# push every output to the DVC remote REMOTE (default: the configured default) and commit dvc.lock
+REMOTE ?=
+release: setup
+	$(BIN)/python workflow_scripts/release.py $(if $(REMOTE),--remote $(REMOTE))
 
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
@@ -61,8 +66,10 @@ bench: setup
 bench-scale: setup
 	nice -n 5 $(BIN)/python benchmarks/bench_scale.py $(BENCH_SCALE_ARGS)
 
+# Outputs and local state only: no tracked file (dvc.lock is the last release; `git checkout dvc.lock` and
+# `dvc pull` bring it back on disk). The DVC cache stays (`dvc gc` prunes it).
 clean:
-	rm -rf work models results reports logs .snakemake mlflow.db mlruns mlartifacts dvc.lock
+	rm -rf work models results reports logs .snakemake mlflow.db mlruns mlartifacts
 
 # Paper-shape rehearsal on the CPU (docs/rehearsal.md): N and 4N full-size photos, both stages, two processes.
 REHEARSAL_WORK ?= work/rehearsal

@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+from refine_iqa import steps as _steps
 from refine_iqa.io_utils import atomic_write_text
 
 W = config["paths"]["work"]
@@ -28,6 +29,22 @@ def resolved_params_file():
 
 
 os.environ["REFINE_IQA_PARAMS_JSON"] = resolved_params_file()
+
+
+# Code versions are digests of the files refine_iqa.steps finds next to the imported package: it must be this
+# workflow's own src/ (an installed copy of another checkout would hash the wrong code).
+if Path(_steps.REPO_DIR).resolve() != Path(workflow.basedir).resolve():
+    from snakemake.exceptions import WorkflowError
+
+    raise WorkflowError(f"refine_iqa is imported from {_steps.PACKAGE_DIR}, not from this workflow's "
+                        f"{workflow.basedir}/src; set PYTHONPATH={workflow.basedir}/src or reinstall (make setup)")
+
+
+def step_reads(step):
+    """What a step reads, as one rule param (the params trigger re-runs the step when it changes): its
+    settings (the params keys its code reads) and a digest of its code (the package modules it imports and
+    its workflow script). Both are derived from the source by refine_iqa.steps; dvc.yaml lists the same."""
+    return {"config": _steps.config_values(config, step), "code": _steps.code_version(step)}
 
 
 def model_dir():

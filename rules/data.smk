@@ -10,8 +10,7 @@ if config["data"]["perception"]["source"] == "scenes":
         output:
             directory(f"{PERCEPTION}/scenes"),
         params:
-            scenes=config["data"]["perception"]["scenes"],
-            seed=config["seed"],
+            reads=step_reads("scenes"),
         log:
             f"{L}/scenes.log",
         threads: 1
@@ -28,8 +27,7 @@ rule curate_shard:
     output:
         curated=f"{PERCEPTION}/curated/shard-{{shard}}/curated.jsonl",
     params:
-        curate=config["data"]["perception"]["curate"],
-        objects=config["data"]["perception"]["objects"],
+        reads=step_reads("curate_shard"),
         out=curate_shard_dir,
     log:
         f"{L}/curate/shard-{{shard}}.log",
@@ -48,6 +46,8 @@ rule curate_merge:
         expand(f"{PERCEPTION}/curated/shard-{{shard}}/curated.jsonl", shard=CURATE_SHARDS),
     output:
         f"{PERCEPTION}/curated.jsonl",
+    params:
+        reads=step_reads("curate_merge"),
     log:
         f"{L}/curate/merge.log",
     threads: 1
@@ -64,7 +64,7 @@ rule synthesize_shard:
     output:
         f"{PERCEPTION}/synth/shards/shard-{{shard}}-of-{len(SYNTH_SHARDS):03d}.jsonl",
     params:
-        synthesize=config["data"]["perception"]["synthesize"],
+        reads=step_reads("synthesize_shard"),
         out=f"{PERCEPTION}/synth",
     log:
         f"{L}/synthesize/shard-{{shard}}.log",
@@ -88,7 +88,7 @@ rule synthesize_merge:
         stats=f"{R}/perception_data_stats.json",
         plots=directory(f"{REP}/figures/data"),
     params:
-        review=config["data"]["perception"]["review"],
+        reads=step_reads("synthesize_merge"),
     log:
         f"{L}/synthesize/merge.log",
     threads: 1
@@ -104,8 +104,7 @@ rule scoring_set:
         train=f"{SCORING}/scoring_train.jsonl",
         test=f"{SCORING}/scoring_test.jsonl",
     params:
-        scoring=config["data"]["scoring"],
-        seed=config["seed"],
+        reads=step_reads("scoring_set"),
         out=SCORING,
     log:
         f"{L}/scoring_set.log",

@@ -9,7 +9,7 @@ rule eval_perception:
         preds=f"{W}/predictions/perception-{{model}}.jsonl",
     params:
         model=model_path_for,
-        evaluate=config["evaluate"],
+        reads=step_reads("eval_perception"),
     wildcard_constraints:
         model="base|stage1|stage2-main",
     log:
@@ -33,8 +33,7 @@ rule eval_scoring:
         preds=f"{W}/predictions/scoring-{{model}}.jsonl",
     params:
         model=model_path_for,
-        evaluate=config["evaluate"],
-        datasets=config["data"]["scoring"],
+        reads=step_reads("eval_scoring"),
     wildcard_constraints:
         model="base|stage1|stage2-[a-z0-9_]+",
     log:
@@ -58,8 +57,7 @@ if not config["data"]["scoring"]["qbench_root"]:
         output:
             directory(f"{W}/qbench"),
         params:
-            questions=config["evaluate"]["qbench_questions"],
-            seed=config["seed"],
+            reads=step_reads("qbench_set"),
         log:
             f"{L}/qbench_set.log",
         threads: 1
@@ -78,7 +76,7 @@ rule eval_qbench:
         f"{R}/qbench/{{model}}.json",
     params:
         model=model_path_for,
-        evaluate=config["evaluate"],
+        reads=step_reads("eval_qbench"),
     wildcard_constraints:
         model="base|stage1|stage2-main",
     log:
@@ -99,8 +97,7 @@ rule eval_baselines:
     output:
         f"{R}/baselines.json",
     params:
-        baselines=config["evaluate"]["baselines"],
-        datasets=config["data"]["scoring"],
+        reads=step_reads("eval_baselines"),
     log:
         f"{L}/eval/baselines.log",
     threads: 1

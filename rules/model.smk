@@ -6,8 +6,7 @@ if config["model"]["source"] == "embedded":
         output:
             model=directory(model_dir()),
         params:
-            tiny=config["model"]["tiny"],
-            pixels=[config["model"]["min_pixels"], config["model"]["max_pixels"]],
+            reads=step_reads("build_model"),
         log:
             f"{L}/build_model.log",
         benchmark:
@@ -31,7 +30,7 @@ if config["warmstart"]["enabled"]:
             model=directory(f"{M}/base"),
             curve=f"{R}/curves/warmstart.jsonl",
         params:
-            settings=config["warmstart"],
+            reads=step_reads("warm_start"),
         log:
             f"{L}/warm_start.log",
         benchmark:

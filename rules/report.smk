@@ -12,6 +12,7 @@ rule metrics:
         f"{R}/metrics.json",
     params:
         variants=stage2_variants(),
+        reads=step_reads("metrics"),
     log:
         f"{L}/metrics.log",
     threads: 1
@@ -29,6 +30,8 @@ rule report:
     output:
         report=f"{REP}/report.md",
         figures=directory(f"{REP}/figures/training"),
+    params:
+        reads=step_reads("report"),
     log:
         f"{L}/report.log",
     threads: 1

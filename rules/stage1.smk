@@ -10,7 +10,7 @@ rule stage1:
     params:
         launch=launcher(),
         base=base_model_dir(),
-        settings=config["stage1"],
+        reads=step_reads("stage1"),
     log:
         f"{L}/stage1.log",
     benchmark:
@@ -20,5 +20,7 @@ rule stage1:
         runtime=600,
         mem_mb=8000,
     shell:
+        # the job's files for the MLflow lineage tags (refine_iqa.tracking)
+        "REFINE_IQA_INPUTS='{input}' REFINE_IQA_OUTPUTS='{output}' "
         "{params.launch} -m refine_iqa.cli train-stage1 --params \"$REFINE_IQA_PARAMS_JSON\" --base {params.base} "
         "--manifest {input.manifest} --out {output.model} --curve {output.curve} > {log} 2>&1"

@@ -11,7 +11,7 @@ rule stage2:
     params:
         launch=launcher(),
         init=stage2_init,
-        settings=config["stage2"],
+        reads=step_reads("stage2"),
     wildcard_constraints:
         variant="[a-z0-9_]+",
     log:
@@ -23,6 +23,8 @@ rule stage2:
         runtime=1440,
         mem_mb=8000,
     shell:
+        # the job's files for the MLflow lineage tags (refine_iqa.tracking)
+        "REFINE_IQA_INPUTS='{input}' REFINE_IQA_OUTPUTS='{output}' "
         "{params.launch} -m refine_iqa.cli train-stage2 --params \"$REFINE_IQA_PARAMS_JSON\" --init {params.init} "
         "--train {input.train} --variant {wildcards.variant} --out {output.model} --curve {output.curve} > {log} 2>&1"
 

@@ -124,7 +124,8 @@ def train_stage1(params: dict, base_dir, manifest_path, out_dir, curve_path) -> 
     with tracking.stage_run("stage1", params["tracking"], params={"stage1": s1, "model": params["model"]}) as run:
         trainer = run_grpo(model, processor, samples, get_stage1_reward_funcs(tags, s1["choice_reward"]), s1["grpo"],
                  seed=params["seed"], curve_path=curve_path, device=device, on_log=run.log_metrics,
-                 checkpoint_dir=checkpoints, resume_key_extra={"start_model": folder_signature(base_dir)}, args=args)
+                 checkpoint_dir=checkpoints, resume_key_extra={"start_model": folder_signature(base_dir)}, args=args,
+                 on_checkpoints=run.attach_checkpoints)  # issue 15: a resume continues its MLflow run
         trainer.save_final(out_dir)  # every process calls it; only the main process writes
         discard_checkpoints(checkpoints)
     return Path(out_dir)
@@ -186,9 +187,11 @@ def train_stage2(params: dict, init_dir, scoring_train_path, out_dir, curve_path
         trainer = run_grpo(model, processor, samples, funcs, s2["grpo"], seed=params["seed"], curve_path=curve_path,
                  device=device, reward_weights=weights, pm=pm, correct_from=("answer_reward", "format_reward"),
                  think_tags=tags if think else None, on_log=run.log_metrics, bind=bind, checkpoint_dir=checkpoints,
-                 resume_key_extra={"start_model": folder_signature(init_dir), "variant": variant}, args=args)
+                 resume_key_extra={"start_model": folder_signature(init_dir), "variant": variant}, args=args,
+                 on_checkpoints=run.attach_checkpoints)  # issue 15: a resume continues its MLflow run
         trainer.save_final(out_dir)  # every process calls it; only the main process writes
         discard_checkpoints(checkpoints)
+        run.register_model(f"refine-iqa-stage2-{variant}", out_dir)  # issue 15: registry entry, DVC hash as lineage
     return Path(out_dir)
 
 

@@ -291,13 +291,16 @@ def run_grpo(model, processor, samples: list[dict], reward_funcs: list, settings
              curve_path: str | Path, device: str = "cpu", reward_weights: list[float] | None = None,
              pm: dict | None = None, correct_from: tuple[str, str] | None = None, think_tags=None,
              on_log: Callable[[dict, int], None] | None = None, bind: list | None = None,
-             checkpoint_dir: str | Path | None = None, resume_key_extra: dict | None = None, args=None):
+             checkpoint_dir: str | Path | None = None, resume_key_extra: dict | None = None, args=None,
+             on_checkpoints: Callable[[Path, bool], None] | None = None):
     """Train `model` in place on `samples`; returns the trainer (its state holds the log history).
 
     With `checkpoint_dir`, checkpoints every `settings["checkpoint_steps"]` steps (default 50; 0 turns them
     off) and resumes from the latest complete one written by the same run (`resume_key_extra` adds what the
     caller knows decides the run, e.g. the start model's folder signature). `args`: the config from
-    `training_args` when the caller made it before loading the model (ZeRO-3); built here otherwise."""
+    `training_args` when the caller made it before loading the model (ZeRO-3); built here otherwise.
+    `on_checkpoints(folder, resumed)` is called once that is decided (the MLflow run follows the checkpoints:
+    tracking.StageRun.attach_checkpoints)."""
     every = checkpoint_every(settings, checkpoint_dir)
     dataset = lazy_dataset(samples, processor)  # paths; each batch decoded and shrunk when the trainer reads it
     with _output_dir(Path(checkpoint_dir) if every > 0 else None) as out:
@@ -314,6 +317,9 @@ def run_grpo(model, processor, samples: list[dict], reward_funcs: list, settings
             # The main process cleans up and decides first; the others then see the same folder (same decision).
             with args.main_process_first(local=False, desc="checkpoints"):
                 resume_from = prepare_checkpoints(out, key)
+            # issue 15: a resumed training continues its own MLflow run (main process only)
+            if on_checkpoints is not None and _is_main_process():
+                on_checkpoints(out, resume_from is not None)
         callbacks = [MetricsSink(curve_path, on_log)] + ([_NoFinalSave()] if every > 0 else [])
         trainer = _ResumableTrainer(
             model=model,

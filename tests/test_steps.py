@@ -1,0 +1,78 @@
+"""The step declaration (refine_iqa.steps): every rule is declared, the derived code and settings of a step are
+what it really reads, and the committed dvc.yaml is the one generated from it."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from refine_iqa import steps
+
+REPO = Path(__file__).resolve().parents[1]
+PKG = "src/refine_iqa/"
+
+
+def _rules_with_work():
+    """rule name -> script path (or None for shell rules), parsed from rules/*.smk."""
+    out = {}
+    for f in sorted((REPO / "rules").glob("*.smk")):
+        for m in re.finditer(r"^\s*rule (\w+):\n(.*?)(?=^\s*rule |\Z)", f.read_text(), re.S | re.M):
+            body = m.group(2)
+            script = re.search(r'script:\s*\n\s*"\.\./([^"]+)"', body)
+            if script or "shell:" in body:
+                out[m.group(1)] = script.group(1) if script else None
+    return out
+
+
+def test_every_rule_that_does_work_is_declared_with_its_script():
+    rules = _rules_with_work()
+    assert set(rules) == set(steps.STEPS)
+    for name, script in rules.items():
+        assert steps.STEPS[name].script == script, name
+        assert f'step_reads("{name}")' in "".join(f.read_text() for f in (REPO / "rules").glob("*.smk")), name
+
+
+def test_code_of_each_step_follows_its_imports():
+    def reading(path):
+        return steps.steps_reading(path)
+
+    # parsing.py: rewards (both trainings, the warm start) and every model evaluation, never the data engine
+    assert {"stage1", "stage2", "warm_start", "eval_perception", "eval_scoring", "eval_qbench"} <= reading(PKG + "parsing.py")
+    assert not {"curate_shard", "synthesize_shard", "scoring_set", "scenes"} & reading(PKG + "parsing.py")
+    # the PD reward: Stage-2 and the warm start (teacher forcing), not Stage-1
+    assert reading(PKG + "rl/pd.py") == {"stage2", "warm_start"}
+    # a distortion family: reached through importlib.import_module("refine_iqa.distortions") by the synthesis
+    assert {"synthesize_shard", "scoring_set"} <= reading(PKG + "distortions/blur.py")
+    assert not {"stage1", "stage2", "eval_scoring"} & reading(PKG + "distortions/blur.py")
+    # per-function modules: stages.train_stage2's PD import does not make Stage-1 read pd.py (checked above);
+    # the CLI path of the shell rules is followed into stages.train_stage1
+    assert PKG + "stages.py" in steps.step_modules("stage1") and PKG + "cli.py" in steps.step_modules("stage1")
+    assert "workflow_scripts/curate_shard.py" in steps.step_modules("curate_shard")
+    assert not any(f.startswith("docs/") for s in steps.STEPS for f in steps.step_modules(s))
+
+
+def test_settings_of_each_step_are_the_keys_its_code_reads():
+    s1 = steps.step_config("stage1")
+    for key in ("seed", "stage1", "prompts.tags", "compute.device", "model.dtype"):
+        assert any(key == k or key.startswith(k + ".") for k in s1), (key, s1)
+    assert "stage2" not in s1 and not any(k.startswith(("paths", "tracking")) for k in s1)
+    for ev in ("eval_perception", "eval_scoring", "eval_qbench"):
+        assert "prompts.tags" in steps.step_config(ev)
+    assert "data.perception.curate.dedup_max_distance" in steps.step_config("curate_shard")
+    assert "data.perception.synthesize.sample_by" in steps.step_config("synthesize_shard")
+    assert steps.config_values({"seed": 3, "stage1": {"a": 1}}, "stage1")["seed"] == 3
+
+
+def test_code_version_is_a_digest_of_the_step_files(monkeypatch):
+    v2, v1 = steps.code_version("stage2"), steps.code_version("stage1")
+    assert v2 == steps.code_version("stage2") and len(v2) == 16 and v1 != v2
+    pd = (REPO / PKG / "rl/pd.py").resolve()
+    real = steps._file_digest
+    monkeypatch.setattr(steps, "_file_digest", lambda p: "edited" if p == pd else real(p))
+    assert steps.code_version("stage2") != v2 and steps.code_version("stage1") == v1
+
+
+def test_committed_dvc_yaml_is_the_generated_one():
+    proc = subprocess.run([sys.executable, str(REPO / "workflow_scripts/gen_dvc.py"), "--check"], capture_output=True,
+                          text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
