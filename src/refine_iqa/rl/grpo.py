@@ -15,13 +15,14 @@ import os
 import re
 import shutil
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable
 
 from transformers import TrainerCallback
 
 from refine_iqa.io_utils import atomic_write_json, write_jsonl
+from refine_iqa.rl.fastpath import fast_vlm
 from refine_iqa.rl.trainer import MetricsSink, RefineGRPOTrainer
 
 log = logging.getLogger(__name__)
@@ -213,12 +214,15 @@ def run_grpo(model, processor, samples: list[dict], reward_funcs: list, settings
              curve_path: str | Path, device: str = "cpu", reward_weights: list[float] | None = None,
              pm: dict | None = None, correct_from: tuple[str, str] | None = None, think_tags=None,
              on_log: Callable[[dict, int], None] | None = None, bind: list | None = None,
-             checkpoint_dir: str | Path | None = None, resume_key_extra: dict | None = None):
+             checkpoint_dir: str | Path | None = None, resume_key_extra: dict | None = None, fast: bool = True,
+             on_trainer: Callable | None = None):
     """Train `model` in place on `samples`; returns the trainer (its state holds the log history).
 
     With `checkpoint_dir`, checkpoints every `settings["checkpoint_steps"]` steps (default 50; 0 turns them
     off) and resumes from the latest complete one written by the same run (`resume_key_extra` adds what the
-    caller knows decides the run, e.g. the start model's folder signature)."""
+    caller knows decides the run, e.g. the start model's folder signature). `fast` turns on the exact
+    once-per-image preprocessing and vision tower (rl/fastpath.py); `on_trainer(trainer)` is called before
+    training starts (benchmarks attach their timers there)."""
     from datasets import Dataset
 
     every = int(settings.get("checkpoint_steps", DEFAULT_CHECKPOINT_STEPS)) if checkpoint_dir is not None else 0
@@ -257,5 +261,8 @@ def run_grpo(model, processor, samples: list[dict], reward_funcs: list, settings
                 _restore_curve(curve_path, resume_from)
         elif every > 0:
             print(f"[grpo] no checkpoint to resume; checkpoints every {every} steps in {out}", flush=True)
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
+        if on_trainer is not None:
+            on_trainer(trainer)
+        with fast_vlm(model, processor) if fast else nullcontext():
+            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
     return trainer

@@ -1,0 +1,164 @@
+"""Exact speed-ups of a GRPO step for vision-language models: do each image's work once, not G times.
+
+TRL repeats every prompt G times (one copy per rollout), so in one step each image is preprocessed G times
+for generation, G times again for the loss forward, and run through the vision tower G times in each of the
+generation prefill, the loss forward and the backward pass, although the G copies are identical. Two levers,
+both exact (they change where work happens, never what is computed):
+
+* `DedupImageProcessor` wraps the processor's image processor: identical images in one call are processed
+  once and their rows repeated; results are kept in a small LRU cache keyed by image content, so the second
+  preprocessing of the same batch (TRL tokenizes the prompts for generation, then again for the loss forward)
+  costs a hash per image.
+* `dedup_vision_tower` makes the model's `get_image_features` run the vision tower once per distinct image in
+  a batch and broadcast the output to every copy. Autograd sums the gradients of the copies into the one
+  computation, which is the same gradient the G separate computations give (up to float summation order).
+
+`fast_vlm(model, processor)` turns both on for the duration of a `with` block and restores the originals.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from contextlib import contextmanager
+
+import torch
+
+
+# --- preprocessing ------------------------------------------------------------------------------------------
+
+def _flat_images(images) -> list:
+    """The processor accepts one image, a list, or a list of lists (one per prompt); flatten in order."""
+    if isinstance(images, (list, tuple)):
+        out = []
+        for x in images:
+            out.extend(_flat_images(x))
+        return out
+    return [images]
+
+
+def image_key(img) -> tuple:
+    """Content key of a PIL image, numpy array or tensor: exact (a hash of every byte), not perceptual."""
+    if hasattr(img, "tobytes") and hasattr(img, "mode"):  # PIL
+        return ("pil", img.mode, img.size, hashlib.blake2b(img.tobytes(), digest_size=16).digest())
+    if isinstance(img, torch.Tensor):
+        t = img.detach().cpu().contiguous()
+        return ("tensor", str(t.dtype), tuple(t.shape), hashlib.blake2b(t.numpy().tobytes(), digest_size=16).digest())
+    import numpy as np
+
+    a = np.ascontiguousarray(img)
+    return ("array", str(a.dtype), a.shape, hashlib.blake2b(a.tobytes(), digest_size=16).digest())
+
+
+class DedupImageProcessor:
+    """Drop-in wrapper of a Qwen2-VL-style image processor (outputs `pixel_values` rows per image and
+    `image_grid_thw`): each distinct image is processed once per call and cached (LRU, `max_items`)."""
+
+    def __init__(self, inner, max_items: int = 512):
+        self.inner = inner
+        self.max_items = max_items
+        self._cache: OrderedDict = OrderedDict()  # (key, kwargs) -> (pixel rows, grid row)
+        self.calls = 0  # images the inner processor actually processed (for tests and the benchmark)
+
+    def __getattr__(self, name):  # everything else (merge_size, patch_size, save_pretrained...) is the inner one's
+        return getattr(self.inner, name)
+
+    def __call__(self, images=None, **kwargs):
+        if images is None or kwargs.get("return_tensors") not in ("pt", None):
+            return self.inner(images, **kwargs)
+        flat = _flat_images(images)
+        opts = repr(sorted((k, repr(v)) for k, v in kwargs.items()))
+        keys = [(image_key(im), opts) for im in flat]
+        missing: dict = {}
+        for k, im in zip(keys, flat):
+            if k not in self._cache and k not in missing:
+                missing[k] = im
+        if missing:
+            out = self.inner(list(missing.values()), **{**kwargs, "return_tensors": "pt"})
+            grids = out["image_grid_thw"]
+            rows = torch.split(out["pixel_values"], grids.prod(dim=-1).tolist())
+            for k, pv, g in zip(missing, rows, grids):
+                self._cache[k] = (pv, g)
+            self.calls += len(missing)
+        parts = []
+        for k in keys:
+            self._cache.move_to_end(k)
+            parts.append(self._cache[k])
+        while len(self._cache) > self.max_items:
+            self._cache.popitem(last=False)
+        from transformers import BatchFeature
+
+        return BatchFeature({"pixel_values": torch.cat([p for p, _ in parts]),
+                             "image_grid_thw": torch.stack([g for _, g in parts])},
+                            tensor_type=kwargs.get("return_tensors"))
+
+
+# --- vision tower -------------------------------------------------------------------------------------------
+
+def _unique_images(pixel_values: torch.Tensor, grid_thw: torch.Tensor):
+    """Split the flattened patch rows per image; return (unique index per image, list of unique images' rows).
+    Candidates are matched by a cheap signature and confirmed with torch.equal (exact)."""
+    sizes = grid_thw.prod(dim=-1).tolist()
+    chunks = torch.split(pixel_values, sizes)
+    sig_groups: dict = {}
+    uniques: list[int] = []
+    index: list[int] = []
+    for i, (c, g) in enumerate(zip(chunks, grid_thw.tolist())):
+        sig = (tuple(g), float(c[:, :1].sum()), float(c[-1:].sum()))
+        for u in sig_groups.get(sig, ()):
+            if torch.equal(chunks[uniques[u]], c):
+                index.append(u)
+                break
+        else:
+            sig_groups.setdefault(sig, []).append(len(uniques))
+            index.append(len(uniques))
+            uniques.append(i)
+    return index, uniques, chunks
+
+
+def dedup_vision_tower(model):
+    """Install the once-per-distinct-image vision forward on a Qwen2/2.5-VL-style model; returns an undo()."""
+    inner = getattr(model, "model", model)
+    if not hasattr(inner, "get_image_features"):
+        raise TypeError(f"{type(model).__name__} has no get_image_features: not a Qwen-VL-style model")
+    original = inner.get_image_features
+    stats = {"images": 0, "computed": 0}
+
+    def get_image_features(pixel_values, image_grid_thw=None, **kwargs):
+        # Only the plain call is deduplicated; precomputed per-image kwargs would be ambiguous to re-index.
+        if image_grid_thw is None or any(k.startswith("image_") for k in kwargs):
+            return original(pixel_values, image_grid_thw, **kwargs)
+        index, uniques, chunks = _unique_images(pixel_values, image_grid_thw)
+        stats["images"] += len(index)
+        stats["computed"] += len(uniques)
+        if len(uniques) == len(index):
+            return original(pixel_values, image_grid_thw, **kwargs)
+        out = original(torch.cat([chunks[u] for u in uniques]), image_grid_thw[uniques], **kwargs)
+        per_unique = out.pooler_output
+        out.pooler_output = tuple(per_unique[u] for u in index)
+        out.last_hidden_state = None  # rows of the distinct images only: not meaningful per copy
+        return out
+
+    inner.get_image_features = get_image_features
+    inner._refine_vision_dedup_stats = stats
+
+    def undo():
+        del inner.get_image_features  # the instance attribute; the class method shows through again
+        inner.__dict__.pop("_refine_vision_dedup_stats", None)
+
+    return undo
+
+
+@contextmanager
+def fast_vlm(model, processor, *, vision: bool = True, preprocessing: bool = True):
+    """Both levers for the duration of the block (training), restored afterwards (saving, evaluation)."""
+    undo_vision = dedup_vision_tower(model) if vision else None
+    original_ip = processor.image_processor
+    if preprocessing:
+        processor.image_processor = DedupImageProcessor(original_ip)
+    try:
+        yield
+    finally:
+        processor.image_processor = original_ip
+        if undo_vision is not None:
+            undo_vision()
