@@ -4,7 +4,8 @@ Guards: the deduplicated preprocessing returns the very tensors the processor re
 GRPO loss and its gradients through TRL's own loss code are the same with and without the fast path on the same
 completions, with images of different sizes in one batch; the vision tower really runs once per distinct image.
 Breaking `_unique_images` so that images of the same grid are merged without comparing their pixels fails the
-index-map test and the loss/gradient test (checked once by hand).
+index-map test and the loss/gradient test; shifting the completion positions of the shared-prompt forward by
+one fails the loss/gradient test (checked once by hand; the q/k scaling below is what makes it visible).
 """
 
 from __future__ import annotations
@@ -79,6 +80,14 @@ def test_one_grpo_loss_and_gradients_equal_plain_trl(tiny_model_dir, tmp_path):
 
     torch.manual_seed(0)
     model, processor = load_model_and_processor(tiny_model_dir)
+    # A random tiny model attends almost uniformly, so wrong positions or a wrong cache would barely move its
+    # output: scale the language model's q/k projections so attention depends on position and content.
+    with torch.no_grad():
+        for layer in model.model.language_model.layers:
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj):
+                proj.weight.mul_(30.0)
+                if proj.bias is not None:
+                    proj.bias.mul_(30.0)
     text = prompts.score_prompt(think=True)
     samples = [{"prompt": prompts.build_messages(text, 1), "images": [im], "mos_scaled": s, "think": True}
                for im, s in zip(_images(1, sizes=[(112, 112), (112, 112), (84, 140)]), (1.0, 2.5, 4.0))]
@@ -89,6 +98,9 @@ def test_one_grpo_loss_and_gradients_equal_plain_trl(tiny_model_dir, tmp_path):
     model.train()
     trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train; this test calls the loss directly
     inputs = trainer._generate_and_score_completions(batch)  # the same completions for both losses
+    # An untrained model's rewards are often all equal within a group (zero advantage, zero gradient): fix
+    # non-zero advantages so that the gradients depend on every log-prob.
+    inputs["advantages"] = torch.linspace(-1.0, 1.0, inputs["advantages"].numel()).view_as(inputs["advantages"])
 
     def loss_and_grads():
         model.zero_grad(set_to_none=True)
@@ -100,24 +112,29 @@ def test_one_grpo_loss_and_gradients_equal_plain_trl(tiny_model_dir, tmp_path):
     with fast_vlm(model, processor):
         fast_loss, fast_grads = loss_and_grads()
         stats = model.model._refine_vision_dedup_stats
-    assert stats["images"] == 12 and stats["computed"] == 3  # G=4 copies of 3 images: the tower ran 3 times
+        shared = model.model._refine_prompt_share_stats
+    assert stats["images"] == 3 and stats["computed"] == 3  # the prompt forward sees one copy of each image
+    assert shared == {"rows": 12, "prompts": 3}  # 12 rollouts, 3 distinct prompts: the prompt ran 3 times
     assert torch.allclose(fast_loss, plain_loss, rtol=1e-5, atol=1e-7)
     assert set(fast_grads) == set(plain_grads)
     visual = [n for n in plain_grads if ".visual." in n or n.startswith("visual") or "model.visual" in n]
     assert visual, "the vision tower must receive gradients in this test"
+    assert max(g.abs().max().item() for g in plain_grads.values()) > 1e-3
     for n, g in plain_grads.items():
-        assert torch.allclose(fast_grads[n], g, rtol=1e-4, atol=1e-8), n
+        assert torch.allclose(fast_grads[n], g, rtol=1e-4, atol=1e-7), n
     assert not hasattr(model.model, "_refine_vision_dedup_stats")  # restored after the block
 
 
-@pytest.mark.parametrize("vision,preprocessing", [(True, False), (False, True)])
-def test_levers_switch_independently(tiny_model_dir, vision, preprocessing):
+@pytest.mark.parametrize("vision,preprocessing,shared", [(True, False, False), (False, True, False),
+                                                         (False, False, True)])
+def test_levers_switch_independently(tiny_model_dir, vision, preprocessing, shared):
     from refine_iqa.model.loading import load_model_and_processor
 
     model, processor = load_model_and_processor(tiny_model_dir)
     original = processor.image_processor
-    with fast_vlm(model, processor, vision=vision, preprocessing=preprocessing):
+    with fast_vlm(model, processor, vision=vision, preprocessing=preprocessing, shared_prompt=shared):
         assert isinstance(processor.image_processor, DedupImageProcessor) is preprocessing
         assert ("get_image_features" in model.model.__dict__) is vision
+        assert ("forward" in model.model.__dict__) is shared
     assert processor.image_processor is original
-    assert "get_image_features" not in model.model.__dict__
+    assert "get_image_features" not in model.model.__dict__ and "forward" not in model.model.__dict__

@@ -13,11 +13,20 @@ both exact (they change where work happens, never what is computed):
   a batch and broadcast the output to every copy. Autograd sums the gradients of the copies into the one
   computation, which is the same gradient the G separate computations give (up to float summation order).
 
-`fast_vlm(model, processor)` turns both on for the duration of a `with` block and restores the originals.
+* `shared_prompt_forward` (loss forward): the G rollouts of a prompt share its tokens and image, so the
+  prompt (system text, image tokens, instruction: most of the sequence) is run through the language model once
+  per distinct prompt with its key/value cache kept in the autograd graph, and the G completions attend to
+  that one cache. Causal attention makes the prompt's states independent of the completion, so the hidden
+  states equal the full forward's; autograd sums the G completions' gradients into the shared prompt. It is
+  active only inside `RefineGRPOTrainer`'s log-prob computation (`prompt_length` set) and only without
+  activation checkpointing (which drops the cache); otherwise the plain forward runs.
+
+`fast_vlm(model, processor)` turns them on for the duration of a `with` block and restores the originals.
 """
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -149,10 +158,105 @@ def dedup_vision_tower(model):
     return undo
 
 
+# --- shared prompt in the loss forward -------------------------------------------------------------------------
+
+# Length of the (left-padded) prompt block of the sequences being scored; None outside the loss's log-probs.
+PROMPT_LENGTH: contextvars.ContextVar = contextvars.ContextVar("refine_iqa_prompt_length", default=None)
+
+
+def _rows_images(mm_token_type_ids, image_grid_thw, merge: int, n_rows: int) -> list[list[int]]:
+    """Which images (indices into image_grid_thw) belong to each row, from the rows' image-token counts."""
+    per_image = (image_grid_thw.prod(dim=-1) // (merge * merge)).tolist()
+    counts = (mm_token_type_ids == 1).sum(dim=1).tolist()
+    out, k = [], 0
+    for r in range(n_rows):
+        mine, need = [], counts[r]
+        while need > 0:
+            if k >= len(per_image):
+                raise ValueError("image tokens and image_grid_thw disagree")
+            mine.append(k)
+            need -= per_image[k]
+            k += 1
+        if need != 0:
+            raise ValueError("image tokens and image_grid_thw disagree")
+        out.append(mine)
+    return out
+
+
+def shared_prompt_forward(model):
+    """Install the shared-prompt forward on a Qwen2/2.5-VL backbone (`model.model`); returns an undo()."""
+    from transformers import DynamicCache
+
+    inner = model.model
+    original = inner.forward
+    merge = model.config.vision_config.spatial_merge_size
+    stats = {"rows": 0, "prompts": 0}
+
+    def forward(input_ids=None, attention_mask=None, position_ids=None, pixel_values=None, image_grid_thw=None,
+                mm_token_type_ids=None, use_cache=None, **kwargs):
+        P = PROMPT_LENGTH.get()
+        plain = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                     pixel_values=pixel_values, image_grid_thw=image_grid_thw, mm_token_type_ids=mm_token_type_ids,
+                     use_cache=use_cache, **kwargs)
+        if (P is None or input_ids is None or attention_mask is None or position_ids is not None
+                or mm_token_type_ids is None or image_grid_thw is None or pixel_values is None
+                or kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None
+                or any(k.startswith(("pixel_values_", "video", "inputs_embeds")) for k in kwargs)
+                or inner.language_model.gradient_checkpointing or not 0 < P < input_ids.size(1)):
+            return original(**plain)
+        B = input_ids.size(0)
+        rows_imgs = _rows_images(mm_token_type_ids[:, :P], image_grid_thw, merge, B)
+        img_index, _, chunks = _unique_images(pixel_values, image_grid_thw)
+        groups: dict = {}
+        leader_of: list[int] = []
+        for r in range(B):
+            key = (input_ids[r, :P].cpu().numpy().tobytes(), attention_mask[r, :P].cpu().numpy().tobytes(),
+                   tuple(img_index[i] for i in rows_imgs[r]))
+            leader_of.append(groups.setdefault(key, len(groups)))
+        leaders = [leader_of.index(g) for g in range(len(groups))]
+        stats["rows"] += B
+        stats["prompts"] += len(leaders)
+        if len(leaders) == B:
+            return original(**plain)
+        # Positions of the whole batch, exactly as the plain forward computes them (3-D for image tokens).
+        positions, _ = inner.get_rope_index(input_ids, mm_token_type_ids=mm_token_type_ids,
+                                            image_grid_thw=image_grid_thw, attention_mask=attention_mask)
+        lead = torch.tensor(leaders, device=input_ids.device)
+        lead_imgs = [i for r in leaders for i in rows_imgs[r]]
+        cache = DynamicCache(config=inner.config.text_config)
+        head = original(input_ids=input_ids[lead, :P], attention_mask=attention_mask[lead, :P],
+                        position_ids=positions[:, lead, :P], pixel_values=torch.cat([chunks[i] for i in lead_imgs]),
+                        image_grid_thw=image_grid_thw[lead_imgs], mm_token_type_ids=mm_token_type_ids[lead, :P],
+                        use_cache=True, cache=cache, **kwargs)
+        expand = torch.tensor(leader_of, device=input_ids.device)
+        for layer in cache.layers:  # one copy of the prompt's keys/values per row, inside the autograd graph
+            layer.keys = layer.keys.index_select(0, expand)
+            layer.values = layer.values.index_select(0, expand)
+        tail = original(input_ids=input_ids[:, P:], attention_mask=attention_mask, position_ids=positions[:, :, P:],
+                        mm_token_type_ids=mm_token_type_ids[:, P:], use_cache=True, cache=cache, **kwargs)
+        hidden = torch.cat([head.last_hidden_state.index_select(0, expand), tail.last_hidden_state], dim=1)
+        tail.last_hidden_state = hidden
+        tail.cache = None
+        return tail
+
+    inner.forward = forward
+    inner._refine_prompt_share_stats = stats
+
+    def undo():
+        del inner.forward
+        inner.__dict__.pop("_refine_prompt_share_stats", None)
+
+    return undo
+
+
 @contextmanager
-def fast_vlm(model, processor, *, vision: bool = True, preprocessing: bool = True):
-    """Both levers for the duration of the block (training), restored afterwards (saving, evaluation)."""
-    undo_vision = dedup_vision_tower(model) if vision else None
+def fast_vlm(model, processor, *, vision: bool = True, preprocessing: bool = True, shared_prompt: bool = True):
+    """The levers for the duration of the block (training), restored afterwards (saving, evaluation)."""
+    undo = []
+    if vision:
+        undo.append(dedup_vision_tower(model))
+    if shared_prompt:
+        undo.append(shared_prompt_forward(model))
     original_ip = processor.image_processor
     if preprocessing:
         processor.image_processor = DedupImageProcessor(original_ip)
@@ -160,5 +264,5 @@ def fast_vlm(model, processor, *, vision: bool = True, preprocessing: bool = Tru
         yield
     finally:
         processor.image_processor = original_ip
-        if undo_vision is not None:
-            undo_vision()
+        for u in reversed(undo):
+            u()
