@@ -138,3 +138,37 @@ def test_levers_switch_independently(tiny_model_dir, vision, preprocessing, shar
         assert ("forward" in model.model.__dict__) is shared
     assert processor.image_processor is original
     assert "get_image_features" not in model.model.__dict__ and "forward" not in model.model.__dict__
+
+
+def test_shared_prefill_generation_equals_plain_generate(tiny_model_dir):
+    """One prefill per distinct prompt gives the same next-token scores and the same greedy rollouts as
+    `generate` on the G copies, with prompts of different lengths (left padding) and image sizes. Copying the
+    3-D position offsets from the wrong prompt (rope_deltas not re-indexed) fails it (checked once by hand)."""
+    from refine_iqa.model.loading import load_model_and_processor
+    from refine_iqa.rl.fastpath import shared_prompt_generate
+
+    model, processor = load_model_and_processor(tiny_model_dir)
+    with torch.no_grad():  # position-sensitive attention, as in the loss test
+        for layer in model.model.language_model.layers:
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj):
+                proj.weight.mul_(30.0)
+                if proj.bias is not None:
+                    proj.bias.mul_(30.0)
+    imgs = _images(2, sizes=[(112, 112), (84, 140)])
+    texts = [processor.apply_chat_template(prompts.build_messages(prompts.score_prompt(think=t), 1),
+                                           add_generation_prompt=True, tokenize=False) for t in (True, False)]
+    G = 3
+    enc = processor(text=[texts[0]] * G + [texts[1]] * G, images=[[imgs[0]]] * G + [[imgs[1]]] * G, padding=True,
+                    return_tensors="pt")
+    kw = dict(max_new_tokens=8, do_sample=False, output_scores=True, return_dict_in_generate=True)
+    plain = model.generate(**enc, **kw)
+    undo = shared_prompt_generate(model)
+    try:
+        shared = model.generate(**enc, **kw)
+        assert model._refine_prefill_share_stats == {"rows": 6, "prefills": 2}
+    finally:
+        undo()
+    assert torch.equal(plain.sequences, shared.sequences)
+    for a, b in zip(plain.scores, shared.scores):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+    assert "generate" not in model.__dict__

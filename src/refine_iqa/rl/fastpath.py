@@ -183,6 +183,22 @@ def _rows_images(mm_token_type_ids, image_grid_thw, merge: int, n_rows: int) -> 
     return out
 
 
+def _prompt_groups(input_ids, attention_mask, mm_token_type_ids, pixel_values, image_grid_thw, P: int, merge: int):
+    """Rows whose first P tokens, mask and images are identical form one group.
+    Returns (group of each row, leader row of each group, images of each row, per-image pixel rows)."""
+    B = input_ids.size(0)
+    rows_imgs = _rows_images(mm_token_type_ids[:, :P], image_grid_thw, merge, B)
+    img_index, _, chunks = _unique_images(pixel_values, image_grid_thw)
+    ids_np, mask_np = input_ids[:, :P].cpu().numpy(), attention_mask[:, :P].cpu().numpy()
+    groups: dict = {}
+    leader_of: list[int] = []
+    for r in range(B):
+        key = (ids_np[r].tobytes(), mask_np[r].tobytes(), tuple(img_index[i] for i in rows_imgs[r]))
+        leader_of.append(groups.setdefault(key, len(groups)))
+    leaders = [leader_of.index(g) for g in range(len(groups))]
+    return leader_of, leaders, rows_imgs, chunks
+
+
 def shared_prompt_forward(model):
     """Install the shared-prompt forward on a Qwen2/2.5-VL backbone (`model.model`); returns an undo()."""
     from transformers import DynamicCache
@@ -205,15 +221,8 @@ def shared_prompt_forward(model):
                 or inner.language_model.gradient_checkpointing or not 0 < P < input_ids.size(1)):
             return original(**plain)
         B = input_ids.size(0)
-        rows_imgs = _rows_images(mm_token_type_ids[:, :P], image_grid_thw, merge, B)
-        img_index, _, chunks = _unique_images(pixel_values, image_grid_thw)
-        groups: dict = {}
-        leader_of: list[int] = []
-        for r in range(B):
-            key = (input_ids[r, :P].cpu().numpy().tobytes(), attention_mask[r, :P].cpu().numpy().tobytes(),
-                   tuple(img_index[i] for i in rows_imgs[r]))
-            leader_of.append(groups.setdefault(key, len(groups)))
-        leaders = [leader_of.index(g) for g in range(len(groups))]
+        leader_of, leaders, rows_imgs, chunks = _prompt_groups(input_ids, attention_mask, mm_token_type_ids,
+                                                               pixel_values, image_grid_thw, P, merge)
         stats["rows"] += B
         stats["prompts"] += len(leaders)
         if len(leaders) == B:
@@ -249,6 +258,59 @@ def shared_prompt_forward(model):
     return undo
 
 
+def shared_prompt_generate(model):
+    """Rollouts from one prefill per distinct prompt: TRL asks `generate` for G copies of each prompt; the
+    prompt (all but its last token) is prefilled once per distinct prompt, its cache and 3-D position offsets
+    are copied to the G rows, and `generate` continues from that cache. Returns an undo()."""
+    from transformers import DynamicCache
+
+    original = model.generate
+    inner = model.model
+    merge = model.config.vision_config.spatial_merge_size
+    stats = {"rows": 0, "prefills": 0}
+
+    def generate(input_ids=None, attention_mask=None, pixel_values=None, image_grid_thw=None,
+                 mm_token_type_ids=None, **kwargs):
+        plain = dict(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
+                     image_grid_thw=image_grid_thw, mm_token_type_ids=mm_token_type_ids, **kwargs)
+        if (input_ids is None or attention_mask is None or pixel_values is None or image_grid_thw is None
+                or mm_token_type_ids is None or input_ids.size(1) < 2 or kwargs.get("cache") is not None
+                or kwargs.get("past_key_values") is not None or any(k.startswith(("pixel_values_", "video"))
+                                                                   for k in kwargs)):
+            return original(**plain)
+        P = input_ids.size(1) - 1  # the last prompt token is left for generate's own first forward
+        leader_of, leaders, rows_imgs, chunks = _prompt_groups(input_ids, attention_mask, mm_token_type_ids,
+                                                               pixel_values, image_grid_thw, P, merge)
+        stats["rows"] += input_ids.size(0)
+        stats["prefills"] += len(leaders)
+        if len(leaders) == input_ids.size(0) or bool(mm_token_type_ids[:, P:].any()):
+            return original(**plain)
+        lead = torch.tensor(leaders, device=input_ids.device)
+        lead_imgs = [i for r in leaders for i in rows_imgs[r]]
+        cache = DynamicCache(config=inner.config.text_config)
+        inner.rope_deltas = None
+        with torch.no_grad():
+            inner(input_ids=input_ids[lead, :P], attention_mask=attention_mask[lead, :P],
+                  pixel_values=torch.cat([chunks[i] for i in lead_imgs]), image_grid_thw=image_grid_thw[lead_imgs],
+                  mm_token_type_ids=mm_token_type_ids[lead, :P], use_cache=True, cache=cache)
+        expand = torch.tensor(leader_of, device=input_ids.device)
+        for layer in cache.layers:
+            layer.keys = layer.keys.index_select(0, expand)
+            layer.values = layer.values.index_select(0, expand)
+        inner.rope_deltas = inner.rope_deltas.index_select(0, expand)  # set by the prefill, one row per prompt
+        return original(input_ids=input_ids, attention_mask=attention_mask, mm_token_type_ids=mm_token_type_ids,
+                        cache=cache, **kwargs)
+
+    model.generate = generate
+    model._refine_prefill_share_stats = stats
+
+    def undo():
+        del model.generate
+        model.__dict__.pop("_refine_prefill_share_stats", None)
+
+    return undo
+
+
 @contextmanager
 def fast_vlm(model, processor, *, vision: bool = True, preprocessing: bool = True, shared_prompt: bool = True):
     """The levers for the duration of the block (training), restored afterwards (saving, evaluation)."""
@@ -257,6 +319,7 @@ def fast_vlm(model, processor, *, vision: bool = True, preprocessing: bool = Tru
         undo.append(dedup_vision_tower(model))
     if shared_prompt:
         undo.append(shared_prompt_forward(model))
+        undo.append(shared_prompt_generate(model))
     original_ip = processor.image_processor
     if preprocessing:
         processor.image_processor = DedupImageProcessor(original_ip)
