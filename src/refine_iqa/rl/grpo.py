@@ -16,13 +16,14 @@ import os
 import re
 import shutil
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable
 
 from transformers import TrainerCallback
 
 from refine_iqa.io_utils import atomic_write_json, write_jsonl
+from refine_iqa.rl.fastpath import fast_vlm
 from refine_iqa.rl.trainer import MetricsSink, RefineGRPOTrainer
 
 log = logging.getLogger(__name__)
@@ -292,7 +293,8 @@ def run_grpo(model, processor, samples: list[dict], reward_funcs: list, settings
              pm: dict | None = None, correct_from: tuple[str, str] | None = None, think_tags=None,
              on_log: Callable[[dict, int], None] | None = None, bind: list | None = None,
              checkpoint_dir: str | Path | None = None, resume_key_extra: dict | None = None, args=None,
-             on_checkpoints: Callable[[Path, bool], None] | None = None):
+             on_checkpoints: Callable[[Path, bool], None] | None = None, fast: bool = True,
+             on_trainer: Callable | None = None):
     """Train `model` in place on `samples`; returns the trainer (its state holds the log history).
 
     With `checkpoint_dir`, checkpoints every `settings["checkpoint_steps"]` steps (default 50; 0 turns them
@@ -300,7 +302,9 @@ def run_grpo(model, processor, samples: list[dict], reward_funcs: list, settings
     caller knows decides the run, e.g. the start model's folder signature). `args`: the config from
     `training_args` when the caller made it before loading the model (ZeRO-3); built here otherwise.
     `on_checkpoints(folder, resumed)` is called once that is decided (the MLflow run follows the checkpoints:
-    tracking.StageRun.attach_checkpoints)."""
+    tracking.StageRun.attach_checkpoints). `fast` turns on the exact once-per-image preprocessing and vision
+    tower and the shared-prompt prefill and loss forward (rl/fastpath.py); `on_trainer(trainer)` is called
+    before training starts (benchmarks attach their timers there)."""
     every = checkpoint_every(settings, checkpoint_dir)
     dataset = lazy_dataset(samples, processor)  # paths; each batch decoded and shrunk when the trainer reads it
     with _output_dir(Path(checkpoint_dir) if every > 0 else None) as out:
@@ -346,5 +350,8 @@ def run_grpo(model, processor, samples: list[dict], reward_funcs: list, settings
                 _restore_curve(curve_path, resume_from)
         elif every > 0:
             print(f"[grpo] no checkpoint to resume; checkpoints every {every} steps in {out}", flush=True)
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
+        if on_trainer is not None:
+            on_trainer(trainer)
+        with fast_vlm(model, processor) if fast else nullcontext():
+            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
     return trainer

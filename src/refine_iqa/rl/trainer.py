@@ -20,6 +20,7 @@ from trl import GRPOTrainer
 
 from refine_iqa.rewards import completion_text
 from refine_iqa.rl.advantages import modified_advantages, weighted_total
+from refine_iqa.rl.fastpath import PROMPT_LENGTH
 
 
 class RefineGRPOTrainer(GRPOTrainer):
@@ -40,6 +41,16 @@ class RefineGRPOTrainer(GRPOTrainer):
             lengths = [_think_words(completion_text(c), self.think_tags) for c in completions]
             self._log_metric("think/mean_words", sum(lengths) / max(len(lengths), 1))
         return rewards_per_func
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        # Tell the shared-prompt forward (rl/fastpath.py) where the prompt block ends: TRL concatenates the
+        # left-padded prompts and the completions, and scores the last `logits_to_keep` positions.
+        token = PROMPT_LENGTH.set(input_ids.size(1) - logits_to_keep)
+        try:
+            return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
+                                                              *args, **kwargs)
+        finally:
+            PROMPT_LENGTH.reset(token)
 
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)

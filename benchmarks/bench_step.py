@@ -1,0 +1,262 @@
+"""One GRPO step, the project's trainer against plain TRL on the same work, side by side, with a breakdown.
+
+    .venv/bin/python benchmarks/bench_step.py [--shape embedded|rehearsal] [--stage 1|2] [--steps N]
+                                              [--prompts P] [--device cpu|cuda] [--json OUT.json]
+
+Both trainers get the same model weights (a format-only warm start of the embedded model), the same samples,
+G, completion length, batch and seed. Plain TRL is `trl.GRPOTrainer` with the stage's answer and format
+rewards and TRL's default advantage; the project's is `RefineGRPOTrainer` through `run_grpo`: PD reward and
+modified advantage (PM) on for Stage-2, with the exact fast path (rl/fastpath.py). Shapes:
+  embedded   the embedded model (vocabulary ~1k) on 112 px images, 16 visual tokens an image;
+  rehearsal  the same narrow layers with the real Qwen2.5-VL vocabulary (151,936 logits) and full-size
+             1920x1080 photos (JPEG) shrunk by the processor to 256 visual tokens.
+Per run it prints the median step time (first step dropped), process CPU seconds per step, and where the time
+goes: image preprocessing (the image processor), vision tower forward, generation (HF generate, its vision
+prefill included), rewards (PD included), and loss forward + backward (training_step minus generation and
+scoring). The machine may be shared: compare the two runs of one invocation, not figures across invocations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from learnability import grpo_settings, seed_all, tiny_model  # noqa: E402
+
+from refine_iqa import prompts  # noqa: E402
+from refine_iqa.io_utils import atomic_write_json, save_image  # noqa: E402
+from refine_iqa.rewards import get_stage1_reward_funcs, get_stage2_reward_funcs  # noqa: E402
+from refine_iqa.rl.grpo import grpo_config, run_grpo  # noqa: E402
+from refine_iqa.rl.pd import PDReward  # noqa: E402
+from refine_iqa.rl.warmstart import warm_start  # noqa: E402
+
+PM = {"delta": 0.02, "sigma_min": 0.1, "eps": 1e-4}
+REAL_VOCAB = 151_936
+PARTS = ("preprocess", "vision_forward", "generate", "rewards", "loss_fwd_bwd")
+
+
+class Timers:
+    """Wall seconds per part, per training step (the parts are timed where they are called)."""
+
+    def __init__(self):
+        self.steps: list[dict] = []
+        self.current = defaultdict(float)
+        self._depth = defaultdict(int)
+
+    @contextmanager
+    def part(self, name):
+        self._depth[name] += 1
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._depth[name] -= 1
+            if self._depth[name] == 0:  # nested calls (a wrapped method calling itself) count once
+                self.current[name] += time.perf_counter() - t0
+
+    def end_step(self):
+        self.steps.append(dict(self.current))
+        self.current = defaultdict(float)
+
+
+def instrument(trainer, model, processor, timers: Timers):
+    """Wrap the trainer's and model's entry points with timers; returns an undo function."""
+    undo = []
+
+    def wrap(obj, name, part):
+        original = getattr(obj, name)
+
+        def timed(*a, **k):
+            with timers.part(part):
+                return original(*a, **k)
+
+        setattr(obj, name, timed)
+        undo.append(lambda: obj.__dict__.pop(name, None) if name in obj.__dict__ else None)
+
+    class TimedImageProcessor:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, n):
+            return getattr(self.inner, n)
+
+        def __call__(self, *a, **k):
+            with timers.part("preprocess"):
+                return self.inner(*a, **k)
+
+    ip = processor.image_processor
+    processor.image_processor = TimedImageProcessor(ip)
+    undo.append(lambda: setattr(processor, "image_processor", ip))
+    visual = model.model.visual
+    t0 = {}
+    h1 = visual.register_forward_pre_hook(lambda m, a: t0.__setitem__("t", time.perf_counter()))
+    h2 = visual.register_forward_hook(
+        lambda m, a, o: timers.current.__setitem__("vision_forward", timers.current["vision_forward"]
+                                                   + time.perf_counter() - t0["t"]))
+    undo += [h1.remove, h2.remove]
+    wrap(model, "generate", "generate")
+    wrap(trainer, "_calculate_rewards", "rewards")
+    wrap(trainer, "_prepare_inputs", "generate_and_score")
+    wrap(trainer, "training_step", "training_step")
+
+    def done():
+        for u in reversed(undo):
+            u()
+
+    return done
+
+
+class StepEnd:
+    """transformers callback: close the timers' step at each optimizer step."""
+
+    def __init__(self, timers):
+        self.timers = timers
+
+    def __getattr__(self, name):
+        if name == "on_step_end":
+            return lambda *a, **k: self.timers.end_step()
+        if name.startswith("on_"):
+            return lambda *a, **k: None
+        raise AttributeError(name)
+
+
+def make_data(root: Path, shape: str, n: int, seed: int) -> list[dict]:
+    """Scoring records (brightness score) at the shape's image size, written as real files."""
+    rng = np.random.default_rng(seed)
+    h, w = (112, 112) if shape == "embedded" else (1080, 1920)
+    recs = []
+    for i in range(n):
+        level = rng.uniform(0.05, 0.95)
+        img = np.clip(rng.normal(level * 255, 40, (h, w, 3)), 0, 255).astype(np.uint8)
+        path = root / f"img-{i:03d}.{'png' if shape == 'embedded' else 'jpg'}"
+        save_image(path, img)
+        recs.append({"id": f"b{i}", "image_path": str(path), "mos_scaled": round(min(5 * level, 4.9), 1)})
+    return recs
+
+
+def samples_for(recs, *, stage: int, think: bool):
+    from refine_iqa.rl.samples import build_stage2
+
+    if stage == 2:
+        return build_stage2(recs, think=think)
+    raise NotImplementedError
+
+
+def run_one(kind: str, model, processor, samples, state, *, stage: int, settings: dict, steps: int, seed: int,
+            tmp: Path, device: str) -> dict:
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    tags = prompts.get_tag_style("paper")
+    model.load_state_dict(state)
+    timers = Timers()
+    seed_all(seed)
+    settings = {**settings, "max_steps": steps}
+    if stage == 2:
+        funcs = get_stage2_reward_funcs(tags, mode="think", eps=0.5)
+    else:
+        funcs = get_stage1_reward_funcs(tags, "mean")
+    cpu0 = time.process_time()
+    if kind == "trl":
+        args = grpo_config(settings, out_dir=tmp / "trl-out", seed=seed, device=device)
+        trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(samples),
+                              processing_class=processor, callbacks=[StepEnd(timers)])
+        done = instrument(trainer, model, processor, timers)
+        try:
+            trainer.train()
+        finally:
+            done()
+    else:
+        bind, weights = [], [1.0] * len(funcs)
+        if stage == 2:
+            pd = PDReward(processor, tags=tags, eps=0.5, weights=(1.0, 0.1))
+            funcs, bind, weights = funcs + [pd], [pd], weights + [1.0]
+        holder = {}
+
+        def on_trainer(trainer):
+            trainer.add_callback(StepEnd(timers))
+            holder["undo"] = instrument(trainer, model, processor, timers)
+
+        try:
+            run_grpo(model, processor, samples, funcs, settings, seed=seed, curve_path=tmp / f"{kind}.jsonl",
+                     device=device, reward_weights=weights, pm=PM if stage == 2 else None,
+                     correct_from=("answer_reward", "format_reward") if stage == 2 else None,
+                     think_tags=tags if stage == 2 else None, bind=bind, on_trainer=on_trainer)
+        finally:
+            if "undo" in holder:
+                holder["undo"]()
+    cpu = time.process_time() - cpu0
+    rows = timers.steps[1:] if len(timers.steps) > 1 else timers.steps  # the first step warms caches up
+    step = [r.get("training_step", 0.0) for r in rows]
+    parts = {p: statistics.median([r.get(p, 0.0) for r in rows]) for p in
+             ("preprocess", "vision_forward", "generate", "rewards")}
+    parts["loss_fwd_bwd"] = statistics.median([r.get("training_step", 0) - r.get("generate_and_score", 0) for r in rows])
+    return {"kind": kind, "median_step_s": statistics.median(step), "cpu_s_per_step": cpu / max(len(timers.steps), 1),
+            "parts_s": parts, "steps": len(timers.steps)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--shape", choices=("embedded", "rehearsal"), default="embedded")
+    ap.add_argument("--stage", type=int, choices=(2,), default=2)
+    ap.add_argument("--steps", type=int, default=5, help="GRPO steps per trainer (the first is dropped)")
+    ap.add_argument("--prompts", type=int, default=0, help="prompts per step (default: 16 embedded, 2 rehearsal)")
+    ap.add_argument("--generations", type=int, default=8)
+    ap.add_argument("--completion", type=int, default=28, help="max completion tokens")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    prompts_per_step = args.prompts or (16 if args.shape == "embedded" else 2)
+    batch = prompts_per_step * args.generations
+    max_pixels = 28 * 28 * 16 if args.shape == "embedded" else 28 * 28 * 256
+    with tempfile.TemporaryDirectory(prefix="bench-step-") as tmp:
+        tmp = Path(tmp)
+        recs = make_data(tmp / "data", args.shape, max(2 * prompts_per_step, 32 if args.shape == "embedded" else 8),
+                         args.seed)
+        model, processor = tiny_model(tmp / "model", seed=args.seed, max_pixels=max_pixels)
+        samples = samples_for(recs, stage=args.stage, think=True)
+        warm_start(model, processor, samples, steps=40, learning_rate=3e-3, batch_size=16, seed=args.seed,
+                   think_words=4)
+        if args.shape == "rehearsal":
+            model.resize_token_embeddings(REAL_VOCAB)  # the real model's logits width
+        model.to(args.device)
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        settings = grpo_settings(max_completion_length=args.completion, per_device_train_batch_size=batch,
+                                 num_generations=args.generations)
+        runs = [run_one(kind, model, processor, samples, state, stage=args.stage, settings=settings,
+                        steps=args.steps, seed=args.seed, tmp=tmp, device=args.device)
+                for kind in ("trl", "project")]
+    trl, ours = runs
+    print(f"shape {args.shape}, stage {args.stage}, {prompts_per_step} prompts x G={args.generations}, "
+          f"{args.completion} tokens, device {args.device}, median of {args.steps - 1} steps")
+    print(f"{'part':16s} {'plain TRL':>10s} {'project':>10s}")
+    for p in PARTS:
+        print(f"{p:16s} {trl['parts_s'][p]:10.3f} {ours['parts_s'][p]:10.3f}")
+    print(f"{'step':16s} {trl['median_step_s']:10.3f} {ours['median_step_s']:10.3f}")
+    ratio = ours["median_step_s"] / trl["median_step_s"]
+    print(f"step time ratio project / plain TRL: {ratio:.2f}x (CPU s per step {trl['cpu_s_per_step']:.2f} vs "
+          f"{ours['cpu_s_per_step']:.2f})")
+    if args.json:
+        atomic_write_json(args.json, {"args": vars(args), "ratio": ratio, "trl": trl, "project": ours})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
