@@ -66,7 +66,7 @@ def _grpo_trainer(model, processor, samples, tmp_path):
     from refine_iqa.rl.grpo import grpo_config
     from refine_iqa.rl.trainer import RefineGRPOTrainer
 
-    settings = dict(learning_rate=1e-3, lr_scheduler_type="constant", warmup_ratio=0.0, weight_decay=0.0,
+    settings = dict(learning_rate=1e-3, lr_scheduler_type="constant", warmup_epochs=0.0, weight_decay=0.0,
                     num_train_epochs=1, max_steps=1, per_device_train_batch_size=12, gradient_accumulation_steps=1,
                     num_generations=4, max_completion_length=12, temperature=1.0, epsilon=0.2, beta=0.0,
                     bf16=False, gradient_checkpointing=False, logging_steps=1)
