@@ -18,19 +18,20 @@ def _item(obj, objects, family, level, box=(0, 0, 10, 10), wh=(10, 10)):
 def test_description_constant_answer_is_the_joint_mode_and_fields_use_their_own_majority():
     # (family, severity) pairs: (blur, 5) x2, (noise, 1) x1, (noise, 2) x1 -> joint mode (blur, 5);
     # family majority: blur 2 / noise 2, a tie -> the smaller display word.
-    items = [_item("cat", ["cat", "dog"], "blur", 5), _item("cat", ["cat"], "blur", 5),
-             _item("dog", ["cat", "dog"], "noise", 1), _item("dog", ["dog", "cat"], "noise", 2)]
+    # The first item is NOT the mode, so an answer copied from the first item fails this test.
+    items = [_item("dog", ["dog", "cat"], "noise", 1), _item("cat", ["cat", "dog"], "blur", 5),
+             _item("cat", ["cat"], "blur", 5), _item("dog", ["cat", "dog"], "noise", 2)]
     ans, out = blind.description_outcomes(items)
     from refine_iqa import prompts
 
     blur, noise = prompts.display_family("blur"), prompts.display_family("noise")
     assert (ans["family"], ans["severity"]) == (blur, prompts.severity_word(5))
     assert ans["family_majority"] == min(blur, noise)  # 2-2 tie goes to the smaller word
-    # Objects: cat 2, dog 2 over the split; item 0 lists [cat, dog] -> tie -> first listed (cat, right);
-    # item 2 lists [cat, dog] -> cat (wrong); item 3 lists [dog, cat] -> dog (right).
-    assert [o["object_ok"] for o in out] == [True, True, False, True]
-    # all three right: items 0 and 1 (blur / catastrophic), object right for both.
-    assert [o["correct"] for o in out] == [True, True, False, False]
+    # Objects: cat 2, dog 2 over the split, a tie -> the first listed: dog (right), cat (right), cat (right),
+    # cat (wrong: the answer is dog).
+    assert [o["object_ok"] for o in out] == [True, True, True, False]
+    # all three right: items 1 and 2 (blur / catastrophic, object right).
+    assert [o["correct"] for o in out] == [False, True, True, False]
 
 
 def test_blind_object_prefers_the_most_frequent_listed_object():
@@ -97,13 +98,16 @@ def test_qbench_baseline_picks_the_most_often_right_text():
     recs = [{"candidates": ["Yes", "No"], "answer_index": 0, "type": 0, "concern": 0},
             {"candidates": ["No", "Yes"], "answer_index": 1, "type": 0, "concern": 0},
             {"candidates": ["Yes", "No"], "answer_index": 1, "type": 0, "concern": 1},
-            {"candidates": ["blur", "noise", "yes"], "answer_index": 1, "type": 1, "concern": 0}]
+            {"candidates": ["blur", "noise", "yes"], "answer_index": 1, "type": 1, "concern": 0},
+            {"candidates": ["high", "low"], "answer_index": 1, "type": 2, "concern": 0},
+            {"candidates": ["low", "high"], "answer_index": 1, "type": 2, "concern": 0}]
     b = blind.qbench_baseline(recs)
-    # "yes" right twice, "no" once, "noise" once: choose Yes, Yes, Yes, then "yes" (index 2, count 2).
-    assert b["choices"] == [0, 1, 0, 2]
-    assert b["accuracy"]["overall"] == pytest.approx(2 / 4)
+    # "yes" right twice, "no" once, "noise" once, "low" once, "high" once: choose Yes, Yes, Yes, then "yes"
+    # (index 2, count 2); "high" / "low" tie -> the earlier option, wrong both times.
+    assert b["choices"] == [0, 1, 0, 2, 0, 0]
+    assert b["accuracy"]["overall"] == pytest.approx(2 / 6)
     assert b["accuracy"]["yes-or-no"] == pytest.approx(2 / 3)
-    assert b["accuracy"]["what"] == 0.0
+    assert b["accuracy"]["what"] == 0.0 and b["accuracy"]["how"] == 0.0
 
 
 def test_ablation_spread_paired_bootstrap(tmp_path):
