@@ -179,6 +179,48 @@ def _blind_note(m: dict) -> list[str]:
             "these only by reading the image.", ""]
 
 
+def _blind_margins(m: dict) -> list[str]:
+    """One table up front: each model's headline number minus the blind baseline's (positive = the model
+    does better than any answer that ignores the image)."""
+    b = m.get("blind")
+    if not b:
+        return []
+    rows = []
+
+    def row(what, name, value, blind_value, higher_better=True, pct=False):
+        if value is None or blind_value is None or any(isinstance(x, float) and math.isnan(x) for x in (value, blind_value)):
+            margin = math.nan
+        else:
+            margin = (value - blind_value) if higher_better else (blind_value - value)
+        rows.append([what, name, _fmt(value, pct), _fmt(blind_value, pct), _fmt(margin, pct)])
+
+    for name in ("base", "stage1", "stage2-main"):
+        p = m["perception"][name]
+        row("Table 1 description accuracy (FR + NR)", name, p["description"]["all"]["overall"],
+            b["perception"]["description"]["all"]["overall"], pct=True)
+        row("distortion-family accuracy (FR + NR)", name, p["description"]["all"].get("family_accuracy"),
+            b["perception"]["description"]["all"]["family_accuracy"], pct=True)
+        row("Table 2 grounding IoU (FR + NR)", name, p["grounding"]["all"]["overall"],
+            b["perception"]["grounding"]["all"]["overall"])
+    for name in ("stage1", "stage2-main"):
+        for ds, r in m["scoring"][name]["datasets"].items():
+            if ds not in b["scoring"]:
+                continue
+            t = r["think"]["numeric"]
+            row(f"hit rate, think ({ds})", name, t["hit_rate"], b["scoring"][ds]["hit_rate"])
+            row(f"MAE, think ({ds}; lower is better)", name, t["mae_scaled"], b["scoring"][ds]["mae"], higher_better=False)
+    for name, q in m.get("qbench", {}).items():
+        row("Table 4 Q-Bench overall (think)", name, q["think"]["accuracy"]["overall"],
+            b["qbench"]["accuracy"]["overall"], pct=True)
+    return ["## Against the blind baselines", "",
+            "Each model's headline number beside the best score of an answer that ignores the image (fitted on the "
+            "test split; how: the notes under Tables 1-2 and docs/DECISIONS.md). Margin > 0: the model does better "
+            "than any image-blind answer. SRCC needs no baseline row: a constant scores 0.", "",
+            _table(["measure", "model", "value", "blind", "margin"], rows), "",
+            "MAE counts the parsable answers only (their share: Table 6), so a model that rarely writes a score can "
+            "show a small MAE beside a zero hit rate; the hit rate counts every answer.", ""]
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -228,6 +270,7 @@ def render_report(params: dict, metrics_path, report_path, figures_dir) -> Path:
                 "warm start on RANDOM answers, generated scenes and a SYNTHETIC scoring set (proxy MOS from an "
                 "offline full-reference metric). The numbers show the pipeline works and what RL changed at this "
                 "scale; they are not comparable to the paper's, which are printed beside them for reference.", ""]
+    out += _blind_margins(m)
     # Data
     d = m["data"]
     qc = d.get("qc", {})
