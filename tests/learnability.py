@@ -143,3 +143,92 @@ def exposure_items(out_dir: str | Path, n: int, *, seed: int, split: str, size: 
 def _index(split: str, i: int, attempt: int) -> int:
     # Distinct scene indices per split, item and attempt (train and test never share a scene).
     return {"train": 0, "test": 1}[split] * 10_000_000 + i * 100 + attempt
+
+
+# ---- The recipes (run by the tests and by benchmarks/learnability_seeds.py) -------------------------------
+
+STAGE1_N_TRAIN, STAGE1_N_TEST = 200, 64
+STAGE1_WARM = dict(steps=150, learning_rate=3e-3, batch_size=32)
+# 64 rollouts a step = 16 images x G=4. With few images a step (4 at batch 32, G=8) the batch is often
+# lopsided (3 dark, 1 bright): the family's bias takes a random walk and the policy settles on one word before
+# it uses the image. Temperatures above 1 fill the object field with garbage and collapse it too.
+STAGE1_GRPO = grpo_settings(max_steps=250, learning_rate=1e-3, per_device_train_batch_size=64, num_generations=4,
+                            max_completion_length=16, temperature=1.0)
+
+STAGE2_N_TRAIN, STAGE2_N_TEST = 256, 64
+STAGE2_WARM = dict(steps=100, learning_rate=3e-3, batch_size=32)
+STAGE2_GRPO = grpo_settings(max_steps=250, learning_rate=1e-3, per_device_train_batch_size=32, num_generations=8,
+                            max_completion_length=16, temperature=1.0)
+STAGE2_PM = {"delta": 0.02, "sigma_min": 0.1, "eps": 1e-4}  # params.yaml stage2.pm defaults
+
+
+def run_stage1_recipe(tmp: str | Path, seed: int, *, grpo: dict | None = None, warm: dict | None = None) -> dict:
+    """Format-only warm start, then Stage-1 GRPO on the exposure-family task; held-out numbers before/after."""
+    from refine_iqa import prompts
+    from refine_iqa.eval.perception import evaluate_perception
+    from refine_iqa.rewards import get_stage1_reward_funcs
+    from refine_iqa.rl.grpo import run_grpo
+    from refine_iqa.rl.samples import build_stage1_eval, build_stage1_train
+    from refine_iqa.rl.warmstart import warm_start
+
+    tmp = Path(tmp)
+    torch.set_num_threads(1)
+    grpo, warm = {**STAGE1_GRPO, **(grpo or {})}, {**STAGE1_WARM, **(warm or {})}
+    tags = prompts.get_tag_style("paper")
+    train_items = exposure_items(tmp / "data", STAGE1_N_TRAIN, seed=seed, split="train")
+    test_items = exposure_items(tmp / "data", STAGE1_N_TEST, seed=seed, split="test")
+    n_dark = sum(it["family"] == "darken" for it in test_items)
+    model, processor = tiny_model(tmp / "model", seed=seed)
+    # Description task only, no-reference (one image): as refine_iqa.stages.train_stage1 builds it.
+    train = build_stage1_train(train_items, processor, task_mix={"description": 1, "grounding": 0},
+                               fr_fraction=0.0, seed=seed, tags=tags)
+    test = [s for s in build_stage1_eval(test_items, processor, tags=tags)
+            if s["task"] == "description" and not s["full_reference"]]
+    warm_start(model, processor, train, seed=seed, tags=tags, **warm)
+    before, _ = evaluate_perception(model, processor, test, tags=tags, max_new_tokens=16)
+    curve = tmp / "curve.jsonl"
+    seed_all(seed)
+    with Stopwatch() as clock:
+        run_grpo(model, processor, train, get_stage1_reward_funcs(tags, "mean"), grpo, seed=seed, curve_path=curve)
+    after, _ = evaluate_perception(model, processor, test, tags=tags, max_new_tokens=16)
+    first, last = first_last_mean(curve_series(curve, "rewards/description_reward/mean"))
+    b, a = before["description"]["nr"], after["description"]["nr"]
+    return {"seed": seed, "n_test": a["n"], "n_dark_test": n_dark, "reward_first20": first, "reward_last20": last,
+            "family_before": b["family_accuracy"], "family_after": a["family_accuracy"],
+            "overall_after": a["overall"], "object_after": a["object_accuracy"],
+            "severity_after": a["severity_accuracy"], "distinct_after": after["answers"]["description"]["distinct"],
+            "grpo_wall_s": clock.wall, "grpo_cpu_s": clock.cpu}
+
+
+def run_stage2_recipe(tmp: str | Path, seed: int, *, grpo: dict | None = None, warm: dict | None = None) -> dict:
+    """Format-only warm start, then Stage-2 GRPO (no-think, answer + format, PM) on the brightness task."""
+    from refine_iqa import prompts
+    from refine_iqa.data.scoring_set import build_brightness_set
+    from refine_iqa.io_utils import read_jsonl
+    from refine_iqa.rewards import get_stage2_reward_funcs
+    from refine_iqa.rl.grpo import run_grpo
+    from refine_iqa.rl.samples import build_stage2
+    from refine_iqa.rl.warmstart import warm_start
+
+    tmp = Path(tmp)
+    torch.set_num_threads(1)
+    grpo, warm = {**STAGE2_GRPO, **(grpo or {})}, {**STAGE2_WARM, **(warm or {})}
+    tags = prompts.get_tag_style("paper")
+    build_brightness_set(tmp / "data", n_train=STAGE2_N_TRAIN, n_test=STAGE2_N_TEST, seed=seed, size=112)
+    train = build_stage2(read_jsonl(tmp / "data" / "scoring_train.jsonl"), think=False, tags=tags)
+    test = build_stage2(read_jsonl(tmp / "data" / "scoring_test.jsonl"), think=False, tags=tags)
+    model, processor = tiny_model(tmp / "model", seed=seed)
+    warm_start(model, processor, train, seed=seed, tags=tags, **warm)
+    before = scoring_quality(model, processor, test, think=False, tags=tags)
+    # As refine_iqa.stages.train_stage2 wires it in no-think mode: answer + format rewards (lambdas 1, 1), the
+    # modified advantage (PM) with correctness from those two; PD has no meaning without a think block.
+    curve = tmp / "curve.jsonl"
+    seed_all(seed)
+    with Stopwatch() as clock:
+        run_grpo(model, processor, train, get_stage2_reward_funcs(tags, mode="no_think", eps=0.5), grpo, seed=seed,
+                 curve_path=curve, reward_weights=[1.0, 1.0], pm=STAGE2_PM,
+                 correct_from=("answer_reward", "format_reward"), think_tags=None)
+    after = scoring_quality(model, processor, test, think=False, tags=tags)
+    first, last = first_last_mean(curve_series(curve, "rewards/answer_reward/mean"))
+    return {"seed": seed, "reward_first20": first, "reward_last20": last, "before": before, "after": after,
+            "grpo_wall_s": clock.wall, "grpo_cpu_s": clock.cpu}

@@ -45,8 +45,69 @@ def collect_metrics(params: dict, out_path, *, variants: list[str]) -> dict:
         m["curves"][stage] = {"steps": len({r["step"] for r in curve if "step" in r}), **{
             k: {"first20": _window_mean(curve, k, True), "last20": _window_mean(curve, k, False)}
             for k in CURVE_KEYS if any(k in r for r in curve)}}
+    m["blind"] = blind_baselines(params)
+    m["ablation_spread"] = ablation_spread(params, variants)
     atomic_write_json(out_path, m)
     return m
+
+
+def blind_baselines(params: dict) -> dict:
+    """The best scores an answer that ignores the image gets on this run's test splits (eval/blind.py)."""
+    from refine_iqa.data.qbench import load_llvisionqa
+    from refine_iqa.eval import blind
+    from refine_iqa.stages import scoring_eval_sets
+
+    W = Path(params["paths"]["work"])
+    items = [r for r in read_jsonl(W / "perception" / "manifest.jsonl") if r.get("split") == "test"]
+    out: dict = {"perception": blind.perception_baseline(items)}
+    out["scoring"] = {ds: blind.scoring_baseline([r["mos_scaled"] for r in recs])
+                      for ds, recs in scoring_eval_sets(params, W / "scoring" / "scoring_test.jsonl").items()}
+    root = params["data"]["scoring"]["qbench_root"] or W / "qbench"
+    q = blind.qbench_baseline(load_llvisionqa(root, params["evaluate"]["qbench_split"], check_images=False))
+    out["qbench"] = {k: v for k, v in q.items() if k != "choices"}
+    return out
+
+
+BOOTSTRAP = 1000
+
+
+def ablation_spread(params: dict, variants: list[str], seed: int = 0) -> dict:
+    """Each Stage-2 variant's SRCC gap to main (think, probability score) with its paired-bootstrap spread
+    over the test images: the same resampled images for both models, BOOTSTRAP times; the 5th-95th
+    percentile of the gap. It measures how much the gap moves with the test sample only (one training seed
+    per variant: the spread between training seeds is not measured and comes on top)."""
+    import numpy as np
+
+    from refine_iqa.eval import metrics
+
+    W = Path(params["paths"]["work"]) / "predictions"
+
+    def probs(name):
+        rows = [r for r in read_jsonl(W / f"scoring-{name}.jsonl") if r["mode"] == "think"]
+        return {(r["dataset"], r["item_id"]): (r["prob"], r["label"]) for r in rows}
+
+    main = probs("stage2-main")
+    rng = np.random.default_rng(seed)
+    out: dict = {}
+    for ds in sorted({d for d, _ in main}):
+        keys = sorted(k for k in main if k[0] == ds)
+        draws = [rng.integers(0, len(keys), len(keys)) for _ in range(BOOTSTRAP)]
+        pm, y = np.array([main[k][0] for k in keys]), np.array([main[k][1] for k in keys])
+        for v in variants:
+            if v == "main":
+                continue
+            other = probs(f"stage2-{v}")
+            if any(k not in other for k in keys):
+                out.setdefault(v, {})[ds] = {"error": "test items differ from main's"}
+                continue
+            pv = np.array([other[k][0] for k in keys])
+            gaps = [metrics.srcc(pv[d], y[d]) - metrics.srcc(pm[d], y[d]) for d in draws]
+            gaps = [g for g in gaps if not math.isnan(g)]
+            out.setdefault(v, {})[ds] = {
+                "gap": metrics.srcc(pv, y) - metrics.srcc(pm, y), "n": len(keys),
+                "p05": float(np.percentile(gaps, 5)) if gaps else math.nan,
+                "p95": float(np.percentile(gaps, 95)) if gaps else math.nan}
+    return out
 
 
 # The paper's column headers for Tables 1-2 (Comp. = compression, OE/UE = over/underexposure, ...).
@@ -102,6 +163,64 @@ def _stage1_answers_section(m: dict) -> list[str]:
     return out
 
 
+BLIND_LABEL = "blind (ignores the image)"
+
+
+def _blind_note(m: dict) -> list[str]:
+    """How the blind rows of Tables 1-2 were made (eval/blind.py)."""
+    b = m.get("blind", {}).get("perception")
+    if b is None:
+        return []
+    box = ", ".join(f"{v:.3f}" for v in b["answer"]["box_relative"])
+    return [f"Blind rows: the best answer that ignores the image, fitted on the test split itself. Table 1: the "
+            f"constant `{b['answer']['description']}` (the listed object most often right; the most frequent "
+            f"distortion / severity pair), per-field rows use each field's majority. Table 2: the constant box "
+            f"[{box}] (fractions of width / height) maximising mean IoU (grid search + refinement). A model beats "
+            "these only by reading the image.", ""]
+
+
+def _blind_margins(m: dict) -> list[str]:
+    """One table up front: each model's headline number minus the blind baseline's (positive = the model
+    does better than any answer that ignores the image)."""
+    b = m.get("blind")
+    if not b:
+        return []
+    rows = []
+
+    def row(what, name, value, blind_value, higher_better=True, pct=False):
+        if value is None or blind_value is None or any(isinstance(x, float) and math.isnan(x) for x in (value, blind_value)):
+            margin = math.nan
+        else:
+            margin = (value - blind_value) if higher_better else (blind_value - value)
+        rows.append([what, name, _fmt(value, pct), _fmt(blind_value, pct), _fmt(margin, pct)])
+
+    for name in ("base", "stage1", "stage2-main"):
+        p = m["perception"][name]
+        row("Table 1 description accuracy (FR + NR)", name, p["description"]["all"]["overall"],
+            b["perception"]["description"]["all"]["overall"], pct=True)
+        row("distortion-family accuracy (FR + NR)", name, p["description"]["all"].get("family_accuracy"),
+            b["perception"]["description"]["all"]["family_accuracy"], pct=True)
+        row("Table 2 grounding IoU (FR + NR)", name, p["grounding"]["all"]["overall"],
+            b["perception"]["grounding"]["all"]["overall"])
+    for name in ("stage1", "stage2-main"):
+        for ds, r in m["scoring"][name]["datasets"].items():
+            if ds not in b["scoring"]:
+                continue
+            t = r["think"]["numeric"]
+            row(f"hit rate, think ({ds})", name, t["hit_rate"], b["scoring"][ds]["hit_rate"])
+            row(f"MAE, think ({ds}; lower is better)", name, t["mae_scaled"], b["scoring"][ds]["mae"], higher_better=False)
+    for name, q in m.get("qbench", {}).items():
+        row("Table 4 Q-Bench overall (think)", name, q["think"]["accuracy"]["overall"],
+            b["qbench"]["accuracy"]["overall"], pct=True)
+    return ["## Against the blind baselines", "",
+            "Each model's headline number beside the best score of an answer that ignores the image (fitted on the "
+            "test split; how: the notes under Tables 1-2 and docs/DECISIONS.md). Margin > 0: the model does better "
+            "than any image-blind answer. SRCC needs no baseline row: a constant scores 0.", "",
+            _table(["measure", "model", "value", "blind", "margin"], rows), "",
+            "MAE counts the parsable answers only (their share: Table 6), so a model that rarely writes a score can "
+            "show a small MAE beside a zero hit rate; the hit rate counts every answer.", ""]
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -151,6 +270,7 @@ def render_report(params: dict, metrics_path, report_path, figures_dir) -> Path:
                 "warm start on RANDOM answers, generated scenes and a SYNTHETIC scoring set (proxy MOS from an "
                 "offline full-reference metric). The numbers show the pipeline works and what RL changed at this "
                 "scale; they are not comparable to the paper's, which are printed beside them for reference.", ""]
+    out += _blind_margins(m)
     # Data
     d = m["data"]
     qc = d.get("qc", {})
@@ -171,6 +291,9 @@ def render_report(params: dict, metrics_path, report_path, figures_dir) -> Path:
             for name in ("base", "stage1", "stage2-main"):
                 t = m["perception"][name][task][ref]
                 rows.append([name] + [_fmt(t[f], pct) for f in fams] + [_fmt(t["easy"], pct), _fmt(t["hard"], pct), _fmt(t["overall"], pct)])
+            bl = m.get("blind", {}).get("perception", {}).get(task, {}).get(ref)
+            if bl is not None:
+                rows.append([BLIND_LABEL] + [_fmt(bl[f], pct) for f in fams] + [_fmt(bl["easy"], pct), _fmt(bl["hard"], pct), _fmt(bl["overall"], pct)])
             b, s1 = m["perception"]["base"][task][ref], m["perception"]["stage1"][task][ref]
             rows.append(["advantage (S1 - base)"] + [_fmt((s1[f] - b[f]) if not (math.isnan(s1[f]) or math.isnan(b[f])) else math.nan, pct) for f in fams + ["easy", "hard", "overall"]])
             out += [f"**{label}** (n = {m['perception']['base'][task][ref]['n']})", "",
@@ -178,7 +301,11 @@ def render_report(params: dict, metrics_path, report_path, figures_dir) -> Path:
         if task == "description":
             rows = [[n] + [_fmt(m["perception"][n]["description"]["all"][f"{f}_accuracy"], True) for f in ("object", "family", "severity")]
                     for n in ("base", "stage1", "stage2-main")]
+            bl = m.get("blind", {}).get("perception", {}).get("description", {}).get("all")
+            if bl is not None:
+                rows.append([BLIND_LABEL] + [_fmt(bl[f"{f}_accuracy"], True) for f in ("object", "family", "severity")])
             out += ["Per-field accuracy (FR + NR):", "", _table(["model", "object", "distortion", "severity"], rows), ""]
+    out += _blind_note(m)
     out += _stage1_answers_section(m)
     out += [f"Paper (Qwen2.5-VL-7B, Refine-Perception-20K-test), overall description accuracy: base {PAPER['table1_overall']['base']:.2%}, "
             f"S1 {PAPER['table1_overall']['stage1']:.2%}, S2 {PAPER['table1_overall']['stage2-main']:.2%}; grounding IoU S1 {PAPER['table2_overall_s1']}.", ""]
@@ -190,10 +317,15 @@ def render_report(params: dict, metrics_path, report_path, figures_dir) -> Path:
             paper = PAPER["table3"].get(ds)
             rows.append([name, "synthetic (proxy MOS)" if ds == "synthetic" else ds, _fmt(r["no_think"]["prob"]["srcc"]),
                          _fmt(r["no_think"]["prob"]["plcc"]), f"{paper[0]:.3f} / {paper[1]:.3f}" if paper else "-"])
+    for ds, b in m.get("blind", {}).get("scoring", {}).items():
+        rows.append([BLIND_LABEL + ": a constant score", "synthetic (proxy MOS)" if ds == "synthetic" else ds,
+                     "0 (undefined)", "0 (undefined)", "-"])
     for metric, per in m.get("baselines", {}).items():
         for ds, r in per.items():
             rows.append([f"baseline: {metric} (pyiqa)", ds, _fmt(r["srcc"]), _fmt(r["plcc"]), "-"])
-    out += [_table(["model", "dataset", "SRCC", "PLCC", "paper SRCC / PLCC"], rows), ""]
+    out += [_table(["model", "dataset", "SRCC", "PLCC", "paper SRCC / PLCC"], rows), "",
+            "A constant score ranks nothing: its SRCC / PLCC are undefined, counted as 0. Any positive SRCC needs "
+            "the image.", ""]
     out += ["## Table 4: Q-Bench (LLVisionQA) multiple-choice accuracy", ""]
     q0 = next(iter(m.get("qbench", {}).values()), None)
     if q0:
@@ -203,6 +335,9 @@ def render_report(params: dict, metrics_path, report_path, figures_dir) -> Path:
         cols = ["yes-or-no", "what", "how", "technical", "other", "in-context technical", "in-context other", "overall"]
         rows = [[f"{name} ({mode.replace('_', '-')})"] + [_fmt(q[mode]["accuracy"][c], True) for c in cols]
                 for name, q in m["qbench"].items() for mode in ("no_think", "think")]
+        bq = m.get("blind", {}).get("qbench")
+        if bq is not None:
+            rows.append([BLIND_LABEL + ": the option text most often right"] + [_fmt(bq["accuracy"][c], True) for c in cols])
         out += [f"Split: {q0['split']}, {q0['n']} questions.", "", _table(["model"] + cols, rows), "",
                 f"Paper: Refine-IQA-S2 (think) overall {PAPER['table4_overall_s2_think']:.2%}.", ""]
     out += ["## Stage-2 before / after (think mode, synthetic test set)", ""]
@@ -212,6 +347,9 @@ def render_report(params: dict, metrics_path, report_path, figures_dir) -> Path:
             t = r["think"]
             rows.append([name, ds, _fmt(t["prob"]["srcc"]), _fmt(t["numeric"].get("srcc")), _fmt(t["numeric"]["hit_rate"]),
                          _fmt(t["numeric"]["mae_scaled"]), _fmt(t["format_compliance"])])
+    for ds, b in m.get("blind", {}).get("scoring", {}).items():
+        rows.append([f"{BLIND_LABEL}: {b['hit_score']:.1f} (hit rate), {b['mae_score']:.2f} (MAE)", ds, "0 (undefined)",
+                     "0 (undefined)", _fmt(b["hit_rate"]), _fmt(b["mae"]), "-"])
     out += [_table(["model", "dataset", "SRCC (prob)", "SRCC (numeric)", "hit rate |err|<0.5", "MAE", "format"], rows), ""]
     # Tables 5-6
     out += ["## Table 5: ablations (each its own Stage-2 run; think-mode numeric hit rate and SRCC)", ""]
@@ -225,6 +363,22 @@ def render_report(params: dict, metrics_path, report_path, figures_dir) -> Path:
                          _fmt(r["think"]["numeric"]["hit_rate"]),
                          _fmt(c.get("rewards/answer_reward/mean", {}).get("first20")), _fmt(c.get("rewards/answer_reward/mean", {}).get("last20"))])
     out += [_table(["variant", "dataset", "SRCC think (prob)", "SRCC no-think (prob)", "hit rate think", "answer reward first 20", "answer reward last 20"], rows), ""]
+    spread = m.get("ablation_spread", {})
+    rows = []
+    for v, per in spread.items():
+        for ds, g in per.items():
+            if "error" in g:
+                rows.append([v, ds, g["error"], "-", "-"])
+                continue
+            inside = g["p05"] <= 0.0 <= g["p95"]
+            rows.append([v, ds, f"{g['gap']:+.3f}", f"{g['p05']:+.3f} .. {g['p95']:+.3f}",
+                         "no: within the test-sample spread" if inside else "yes, beyond the test-sample spread"])
+    if rows:
+        out += ["Gap of each variant to main (SRCC think, probability score), with its spread: the 5th-95th "
+                f"percentile of the same gap over {BOOTSTRAP} paired bootstrap resamples of the test images. That "
+                "spread covers the test sample only; each variant is ONE training run (one seed), and the spread "
+                "between training seeds, not measured here, comes on top. A gap inside its spread is noise.", "",
+                _table(["variant", "dataset", "gap to main", "spread (5%..95%)", "a difference?"], rows), ""]
     out += ["## Table 6: numeric vs probability-based inference (SRCC / PLCC)", ""]
     rows = []
     for name, res in m["scoring"].items():

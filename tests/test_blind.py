@@ -1,0 +1,137 @@
+"""Blind baselines (refine_iqa.eval.blind) against hand-worked values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from refine_iqa.eval import blind
+
+
+def _item(obj, objects, family, level, box=(0, 0, 10, 10), wh=(10, 10)):
+    return {"object": obj, "objects": objects, "family": family, "level": level, "box": list(box),
+            "width": wh[0], "height": wh[1]}
+
+
+def test_description_constant_answer_is_the_joint_mode_and_fields_use_their_own_majority():
+    # (family, severity) pairs: (blur, 5) x2, (noise, 1) x1, (noise, 2) x1 -> joint mode (blur, 5);
+    # family majority: blur 2 / noise 2, a tie -> the smaller display word.
+    # The first item is NOT the mode, so an answer copied from the first item fails this test.
+    items = [_item("dog", ["dog", "cat"], "noise", 1), _item("cat", ["cat", "dog"], "blur", 5),
+             _item("cat", ["cat"], "blur", 5), _item("dog", ["cat", "dog"], "noise", 2)]
+    ans, out = blind.description_outcomes(items)
+    from refine_iqa import prompts
+
+    blur, noise = prompts.display_family("blur"), prompts.display_family("noise")
+    assert (ans["family"], ans["severity"]) == (blur, prompts.severity_word(5))
+    assert ans["family_majority"] == min(blur, noise)  # 2-2 tie goes to the smaller word
+    # Objects: cat 2, dog 2 over the split, a tie -> the first listed: dog (right), cat (right), cat (right),
+    # cat (wrong: the answer is dog).
+    assert [o["object_ok"] for o in out] == [True, True, True, False]
+    # all three right: items 1 and 2 (blur / catastrophic, object right).
+    assert [o["correct"] for o in out] == [False, True, True, False]
+
+
+def test_blind_object_prefers_the_most_frequent_listed_object():
+    assert blind.blind_object({"objects": ["car", "tree"]}, {"tree": 3, "car": 1}) == "tree"
+    assert blind.blind_object({"objects": ["car", "tree"]}, {}) == "car"  # no counts: first listed
+
+
+def test_mean_iou_hand_worked():
+    truth = np.array([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]])
+    # Whole image vs each quarter: IoU 0.25 each.
+    assert blind.mean_iou(np.array([[0.0, 0.0, 1.0, 1.0]]), truth)[0] == pytest.approx(0.25)
+    # The first quarter itself: 1 and 0 -> 0.5.
+    assert blind.mean_iou(np.array([[0.0, 0.0, 0.5, 0.5]]), truth)[0] == pytest.approx(0.5)
+    # Degenerate candidate (zero area) scores 0, never NaN.
+    assert blind.mean_iou(np.array([[0.2, 0.2, 0.2, 0.6]]), truth)[0] == 0.0
+
+
+def test_best_constant_box_finds_the_shared_box_and_beats_the_whole_image():
+    # Every truth box is the same: the best constant box is that box, IoU 1.
+    truth = np.tile([0.1, 0.2, 0.6, 0.9], (5, 1))
+    box, value = blind.best_constant_box(truth)
+    assert value == pytest.approx(1.0)
+    assert box == pytest.approx((0.1, 0.2, 0.6, 0.9), abs=1e-9)
+    # Two disjoint quarters: picking one of them (IoU 0.5) beats any box covering both (at most 0.25 + ...).
+    two = np.array([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]])
+    box, value = blind.best_constant_box(two)
+    assert value == pytest.approx(0.5)
+
+
+def test_relative_boxes_and_bad_box_error():
+    items = [_item("a", ["a"], "blur", 1, box=(10, 20, 30, 60), wh=(40, 80))]
+    assert blind.relative_boxes(items).tolist() == [[0.25, 0.25, 0.75, 0.75]]
+    with pytest.raises(ValueError, match="outside"):
+        blind.relative_boxes([_item("a", ["a"], "blur", 1, box=(0, 0, 50, 10), wh=(40, 80))])
+    with pytest.raises(ValueError, match="empty"):
+        blind.perception_baseline([])
+
+
+def test_perception_baseline_tables_have_the_summary_layout():
+    items = [_item("cat", ["cat"], "blur", 5, box=(0, 0, 5, 5)), _item("cat", ["cat"], "noise", 5, box=(0, 0, 5, 5))]
+    t = blind.perception_baseline(items)
+    for ref in ("all", "fr", "nr"):
+        assert t["grounding"][ref]["overall"] == pytest.approx(1.0)  # same box for both: found exactly
+        assert t["description"][ref]["overall"] == pytest.approx(0.5)  # one of two families
+        assert t["description"][ref]["blur"] == 1.0 and t["description"][ref]["noise"] == 0.0
+    assert t["description"]["all"]["n"] == 4 and t["description"]["fr"]["n"] == 2
+
+
+def test_scoring_baseline_hand_worked():
+    # mos 1.0, 1.2, 1.45, 4.0: a score in (0.95, 1.5) hits three -> first grid point 1.0; 0.9 hits two
+    # (|1.45 - 0.9| = 0.55). Median 1.325; MAE = (0.325 + 0.125 + 0.125 + 2.675) / 4 = 0.8125.
+    # (Values on the 0.5 boundary are avoided: metrics.hit_rate compares unrounded floats.)
+    b = blind.scoring_baseline([1.0, 1.2, 1.45, 4.0])
+    assert b["hit_rate"] == pytest.approx(0.75) and b["hit_score"] == 1.0
+    assert b["mae_score"] == pytest.approx(1.325) and b["mae"] == pytest.approx(0.8125)
+    assert b["srcc"] == 0.0
+    with pytest.raises(ValueError):
+        blind.scoring_baseline([])
+    with pytest.raises(ValueError):
+        blind.scoring_baseline([1.0, math.nan])
+
+
+def test_qbench_baseline_picks_the_most_often_right_text():
+    recs = [{"candidates": ["Yes", "No"], "answer_index": 0, "type": 0, "concern": 0},
+            {"candidates": ["No", "Yes"], "answer_index": 1, "type": 0, "concern": 0},
+            {"candidates": ["Yes", "No"], "answer_index": 1, "type": 0, "concern": 1},
+            {"candidates": ["blur", "noise", "yes"], "answer_index": 1, "type": 1, "concern": 0},
+            {"candidates": ["high", "low"], "answer_index": 1, "type": 2, "concern": 0},
+            {"candidates": ["low", "high"], "answer_index": 1, "type": 2, "concern": 0}]
+    b = blind.qbench_baseline(recs)
+    # "yes" right twice, "no" once, "noise" once, "low" once, "high" once: choose Yes, Yes, Yes, then "yes"
+    # (index 2, count 2); "high" / "low" tie -> the earlier option, wrong both times.
+    assert b["choices"] == [0, 1, 0, 2, 0, 0]
+    assert b["accuracy"]["overall"] == pytest.approx(2 / 6)
+    assert b["accuracy"]["yes-or-no"] == pytest.approx(2 / 3)
+    assert b["accuracy"]["what"] == 0.0 and b["accuracy"]["how"] == 0.0
+
+
+def test_ablation_spread_paired_bootstrap(tmp_path):
+    """Identical predictions: gap 0 and no spread; reversed predictions: a gap of -2 (SRCC 1 -> -1) outside
+    any spread. Hand-worked: SRCC of the truth order is 1, of the reversed order -1, on every resample."""
+    from refine_iqa import report
+    from refine_iqa.io_utils import write_jsonl
+
+    labels = [0.1, 0.5, 0.9, 1.3, 2.0, 2.2, 3.1, 4.0]
+    pred_dir = tmp_path / "work" / "predictions"
+
+    def preds(name, probs):
+        write_jsonl(pred_dir / f"scoring-{name}.jsonl",
+                    [{"dataset": "synthetic", "mode": mode, "item_id": f"i{k}", "prob": p, "label": y}
+                     for mode in ("think", "no_think") for k, (p, y) in enumerate(zip(probs, labels))])
+
+    preds("stage2-main", labels)
+    preds("stage2-same", list(labels))
+    preds("stage2-reversed", labels[::-1])
+    out = report.ablation_spread({"paths": {"work": str(tmp_path / "work")}}, ["main", "same", "reversed"])
+    same, rev = out["same"]["synthetic"], out["reversed"]["synthetic"]
+    assert same["gap"] == 0.0 and same["p05"] == 0.0 and same["p95"] == 0.0
+    assert rev["gap"] == pytest.approx(-2.0)
+    # A resample with a single distinct image has constant labels (SRCC NaN) and is left out; every other
+    # resample keeps the order of the distinct images, so the gap stays -2.
+    assert rev["p95"] == pytest.approx(-2.0)
+    assert set(out) == {"same", "reversed"} and same["n"] == 8
