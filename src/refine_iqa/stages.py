@@ -428,9 +428,15 @@ def eval_baselines(params: dict, scoring_test_path, out_json) -> dict:
                     labels.append(r["label"])
                 res = metrics.correlation_report(np.array(scores), labels)
                 res["skipped_unreadable"] = skipped
-                return res, []
+                return res
 
-            out[b["metric"]][ds], _ = _cached(cache_dir, f"{b['metric']}-{ds}", fp, compute)
+            cached = cache_dir / f"{b['metric']}-{ds}.json"  # one finished (metric, dataset) per file
+            if cached.exists() and read_json(cached).get("fingerprint") == fp:
+                print(f"[cache] reusing {cached}", flush=True)
+                out[b["metric"]][ds] = read_json(cached)["result"]
+            else:
+                out[b["metric"]][ds] = compute()
+                atomic_write_json(cached, {"fingerprint": fp, "result": out[b["metric"]][ds]})
             print(f"[baseline] {b['metric']} on {ds}: SRCC {out[b['metric']][ds]['srcc']:.3f}", flush=True)
     atomic_write_json(out_json, out)
     return out
