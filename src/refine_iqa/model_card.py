@@ -36,7 +36,7 @@ STAGE_TEXT = {
               "modified advantage",
 }
 EMBEDDED_LIMITS = (
-    "**This is a pipeline demonstration, not a quality model.** It is a ~0.4M-parameter Qwen2.5-VL whose "
+    "**This is a pipeline demonstration, not a quality model.** It is a tiny Qwen2.5-VL (its sizes are under Training parameters) whose "
     "weights started from RANDOM initialisation (no pretrained weights are used), trained for minutes on "
     "generated scenes and a SYNTHETIC scoring set (proxy MOS from an offline metric). Its scores say nothing "
     "about perceived image quality; use it to test that the workflow, loading and scoring code run."
