@@ -98,6 +98,12 @@ def test_tensor_conversion_is_exact_for_8bit_images():
     x = torch.from_numpy(u8).permute(0, 3, 1, 2).float() / 255.0
     back = pyiqa_metric.tensor_to_images(x)
     assert all(np.array_equal(a, b) for a, b in zip(back, u8))
+    # Other floats go to the NEAREST 8-bit level (hand-worked: 0.4 of a step rounds down, 0.6 up).
+    k = torch.tensor([0.0, 10.0, 200.0, 254.0])
+    near = torch.stack([(k + 0.4) / 255, (k + 0.6) / 255, k / 255]).reshape(1, 3, 1, 4)
+    got = pyiqa_metric.tensor_to_images(near)[0][0]  # (4, 3): pixel, channel
+    assert got[:, 0].tolist() == [0, 10, 200, 254] and got[:, 1].tolist() == [1, 11, 201, 255]
+    assert got[:, 2].tolist() == [0, 10, 200, 254]
     gray = pyiqa_metric.tensor_to_images(x[:, :1])
     assert gray[0].shape == (5, 7, 3) and np.array_equal(gray[0][..., 2], u8[0][..., 0])
 
