@@ -13,7 +13,7 @@ answer prefix ("[answer]Score: ") forced, which is what Scorer reads. Rows:
   scorer     Scorer(mode="prob"), batched: no generation for no-think prob scoring, one forward per batch
   scorer_b1  the same, batch size 1 (separates batching from not generating)
   numeric    Scorer(mode="numeric"), batched: generates the answers too (batched generation + read)
-Images/s is the median over repeats after one warm-up pass. --profile splits Scorer's time into processor
+Images/s (wall) and images per CPU second are medians over repeats after one warm-up pass. --profile splits Scorer's time into processor
 (chat template, image resize/normalise, tokenise) and model (forward/generate) by wrapping both.
 Without --model the embedded tiny model is built into a temporary folder (its processor caps images at
 12544 pixels, so 1920x1080 costs mostly the resize); --hidden/--layers/--max-pixels build a larger
@@ -73,16 +73,19 @@ def plain_hf_score(model, processor, image, *, max_new_tokens: int = 24) -> floa
     return float((probs * torch.arange(5, device=probs.device)).sum()) + 0.5
 
 
-def timed(fn, device: str, repeats: int) -> tuple[float, object]:
+def timed(fn, device: str, repeats: int) -> tuple[float, float, object]:
+    """Median wall seconds and median process CPU seconds over `repeats` runs after one warm-up run.
+    On a shared CPU machine (one thread) CPU seconds are the steadier figure; on a GPU, wall seconds."""
     fn()  # warm-up (lazy initialisation, allocator, kernels)
-    times, result = [], None
+    wall, cpu, result = [], [], None
     for _ in range(repeats):
         _sync(device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = fn()
         _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), result
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu), result
 
 
 def profile_scorer(scorer, images) -> dict:
@@ -177,28 +180,30 @@ def main(argv=None) -> int:
     print(f"device {device} ({gpu}), dtype {args.dtype}, threads {args.threads}, {args.n} images per size, "
           f"batch {args.batch_size}, model {model_dir} ({n_params / 1e6:.2f}M parameters, "
           f"max_pixels {scorer.processor.image_processor.size.get('longest_edge')})")
-    print(f"{'size':>10} {'row':>10} {'images/s':>9} {'vs baseline':>11}")
+    print(f"{'size':>10} {'row':>10} {'images/s':>9} {'vs base':>11} {'img/cpu-s':>10} {'vs base':>11}")
     report = {"parameters": n_params, "device": device, "gpu": gpu, "dtype": args.dtype, "threads": args.threads, "n": args.n,
               "batch_size": args.batch_size, "sizes": {}}
     for size in args.sizes.split(","):
         w, h = (int(v) for v in size.split("x"))
         images = make_images(args.n, w, h)
-        rows = {}
-        t_base, base_scores = timed(lambda: [plain_hf_score(scorer.model, scorer.processor, im) for im in images],
-                                    device, args.repeats)
-        rows["baseline"] = args.n / t_base
-        t, res = timed(lambda: scorer.score(images), device, args.repeats)
-        rows["scorer"] = args.n / t
-        t, _ = timed(lambda: scorer_b1.score(images), device, args.repeats)
-        rows["scorer_b1"] = args.n / t
-        t, _ = timed(lambda: numeric.score(images), device, args.repeats)
-        rows["numeric"] = args.n / t
+        rows, cpu_rows = {}, {}
+        runs = {
+            "baseline": lambda: [plain_hf_score(scorer.model, scorer.processor, im) for im in images],
+            "scorer": lambda: [r["score"] for r in scorer.score(images)],
+            "scorer_b1": lambda: [r["score"] for r in scorer_b1.score(images)],
+            "numeric": lambda: [r["score"] for r in numeric.score(images)],
+        }
+        results = {}
+        for name, fn in runs.items():
+            t, c, results[name] = timed(fn, device, args.repeats)
+            rows[name], cpu_rows[name] = args.n / t, args.n / c
         # Where the baseline read the forced prefix (no score written) it computes Scorer's number.
-        diff = max(abs(a - r["score"]) for a, r in zip(base_scores, res))
-        for name, ips in rows.items():
-            print(f"{size:>10} {name:>10} {ips:9.2f} {ips / rows['baseline']:10.2f}x")
+        diff = max(abs(a - b) for a, b in zip(results["baseline"], results["scorer"]))
+        for name in runs:
+            print(f"{size:>10} {name:>10} {rows[name]:9.2f} {rows[name] / rows['baseline']:10.2f}x "
+                  f"{cpu_rows[name]:10.2f} {cpu_rows[name] / cpu_rows['baseline']:10.2f}x")
         print(f"{size:>10} max |baseline score - Scorer score| = {diff:.2e}")
-        report["sizes"][size] = {"images_per_s": rows, "max_abs_score_diff": diff}
+        report["sizes"][size] = {"images_per_s": rows, "images_per_cpu_s": cpu_rows, "max_abs_score_diff": diff}
         if args.profile:
             p = profile_scorer(scorer, images)
             p1 = profile_scorer(numeric, images)
