@@ -32,8 +32,8 @@ STAGE_TEXT = {
     "warmstart": "the format warm start (embedded configuration only): supervised training on RANDOM answers "
                  "so the tiny model writes the four output formats",
     "stage1": "Refine-IQA Stage 1: multi-task perception GRPO (distortion description and grounding, no-think)",
-    "stage2": "Refine-IQA Stage 2: quality-scoring GRPO with the probability-difference (PD) reward and the "
-              "modified advantage",
+    "stage2": "Refine-IQA Stage 2: quality-scoring GRPO (which of the probability-difference reward and the "
+              "modified advantage were on, and the mode, are under Training parameters: variant_settings)",
 }
 EMBEDDED_LIMITS = (
     "**This is a pipeline demonstration, not a quality model.** It is a tiny Qwen2.5-VL (its sizes are under Training parameters) whose "
