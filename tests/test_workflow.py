@@ -53,6 +53,22 @@ def test_smoke_workflow_produces_everything(smoke_run):
 
 
 @pytest.mark.slow
+def test_smoke_workflow_writes_model_cards(smoke_run):
+    """Every model folder has its training card; the report step wrote the evaluation cards beside the report."""
+    from refine_iqa.model_card import read_card, split_card
+
+    for name, stage in (("tiny-qwen2.5-vl", "build"), ("base", "warmstart"), ("stage1", "stage1"),
+                        ("stage2-main", "stage2"), ("stage2-no_pd", "stage2")):
+        meta, body = read_card(smoke_run / "models" / name)
+        assert meta["refine_iqa"]["stage"] == stage and "pipeline demonstration" in body
+    meta, _ = read_card(smoke_run / "models" / "stage1")
+    assert meta["base_model"] == "models/base" and meta["refine_iqa"]["data"][0]["path"].endswith("manifest.jsonl")
+    for name in ("base", "stage1", "stage2-main", "stage2-no_pd"):
+        meta, body = split_card((smoke_run / "reports" / "model_cards" / f"{name}.md").read_text())
+        assert meta["model-index"][0]["results"] and "SRCC (prob, no_think)" in body
+
+
+@pytest.mark.slow
 def test_rerun_does_no_work(smoke_run):
     out = smk(smoke_run, "--configfile", str(REPO / "configs/smoke.yaml"), "-n")
     assert "Nothing to be done" in out.stdout + out.stderr

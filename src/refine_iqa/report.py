@@ -405,4 +405,8 @@ def render_report(params: dict, metrics_path, report_path, figures_dir) -> Path:
         if name:
             out += [f"**{caption}**", "", f"![{caption}]({rel}/{name})", ""]
     atomic_write_text(report_path, "\n".join(out) + "\n")
+    # Evaluation model cards beside the report (model folders are training outputs: never rewritten here).
+    from refine_iqa.model_card import workflow_model_dirs, write_evaluation_cards
+
+    write_evaluation_cards(m, workflow_model_dirs(params, list(m["scoring"])), report_path.parent / "model_cards")
     return report_path

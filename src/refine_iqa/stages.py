@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from refine_iqa import prompts, tracking
+from refine_iqa import model_card, prompts, tracking
 from refine_iqa.io_utils import atomic_write_json, read_json, read_jsonl, write_jsonl
 
 log = logging.getLogger("refine_iqa")
@@ -74,9 +74,11 @@ def build_model(params: dict, out_dir) -> Path:
     from refine_iqa.model.build_tiny import build_tiny_model
 
     t = params["model"]["tiny"]
-    return build_tiny_model(out_dir, seed=t["seed"], min_pixels=params["model"]["min_pixels"],
-                            max_pixels=params["model"]["max_pixels"], vocab_size=t["vocab_size"],
-                            hidden_size=t["hidden_size"], num_layers=t["num_layers"])
+    out = build_tiny_model(out_dir, seed=t["seed"], min_pixels=params["model"]["min_pixels"],
+                           max_pixels=params["model"]["max_pixels"], vocab_size=t["vocab_size"],
+                           hidden_size=t["hidden_size"], num_layers=t["num_layers"])
+    model_card.write_training_card(params, out, stage="build")
+    return out
 
 
 def warm_start(params: dict, model_dir, manifest_path, scoring_train_path, out_dir, curve_path) -> Path:
@@ -103,6 +105,8 @@ def warm_start(params: dict, model_dir, manifest_path, scoring_train_path, out_d
             run.log_metrics({"warmstart/loss": rec["loss"]}, step=rec["step"])
         write_jsonl(curve_path, curve)
         save_model_and_processor(model, processor, out_dir)
+        model_card.write_training_card(params, out_dir, stage="warmstart", base_model=model_dir,
+                                       data={"manifest": manifest_path, "scoring_train": scoring_train_path})
     return Path(out_dir)
 
 
@@ -127,6 +131,9 @@ def train_stage1(params: dict, base_dir, manifest_path, out_dir, curve_path) -> 
                  checkpoint_dir=checkpoints, resume_key_extra={"start_model": folder_signature(base_dir)}, args=args,
                  on_checkpoints=run.attach_checkpoints)  # issue 15: a resume continues its MLflow run
         trainer.save_final(out_dir)  # every process calls it; only the main process writes
+        if trainer.accelerator.is_main_process:
+            model_card.write_training_card(params, out_dir, stage="stage1", base_model=base_dir,
+                                           data={"manifest": manifest_path})
         discard_checkpoints(checkpoints)
     return Path(out_dir)
 
@@ -190,6 +197,9 @@ def train_stage2(params: dict, init_dir, scoring_train_path, out_dir, curve_path
                  resume_key_extra={"start_model": folder_signature(init_dir), "variant": variant}, args=args,
                  on_checkpoints=run.attach_checkpoints)  # issue 15: a resume continues its MLflow run
         trainer.save_final(out_dir)  # every process calls it; only the main process writes
+        if trainer.accelerator.is_main_process:
+            model_card.write_training_card(params, out_dir, stage="stage2", name=f"stage2-{variant}", base_model=init_dir,
+                                           data={"scoring_train": scoring_train_path}, extra={"variant": variant, "variant_settings": v})
         discard_checkpoints(checkpoints)
         run.register_model(f"refine-iqa-stage2-{variant}", out_dir)  # issue 15: registry entry, DVC hash as lineage
     return Path(out_dir)
