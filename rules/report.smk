@@ -30,6 +30,7 @@ rule report:
     output:
         report=f"{REP}/report.md",
         figures=directory(f"{REP}/figures/training"),
+        cards=directory(f"{REP}/model_cards"),  # evaluation model cards (model folders stay as trained)
     params:
         reads=step_reads("report"),
     log:

@@ -91,7 +91,7 @@ def stage_table(p: dict) -> dict[str, dict]:
             "deps": [f"{m}/stage1"] + [f"{m}/stage2-{v}" for v in vs]
             + [f"{per}/manifest.jsonl", f"{sc}/scoring_test.jsonl", f"{r}/perception_data_stats.json", f"{rep}/figures/data"],
             "outs": [f"{r}/perception", f"{r}/scoring", f"{r}/qbench", f"{r}/baselines.json",
-                     f"{rep}/report.md", f"{rep}/figures/training"],
+                     f"{rep}/report.md", f"{rep}/figures/training", f"{rep}/model_cards"],
             "metrics": [f"{r}/metrics.json"],
         },
     }

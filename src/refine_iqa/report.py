@@ -257,7 +257,7 @@ def _plot_curves(curves: dict[str, list[dict]], key: str, path: Path, title: str
     return path.name
 
 
-def render_report(params: dict, metrics_path, report_path, figures_dir) -> Path:
+def render_report(params: dict, metrics_path, report_path, figures_dir, cards_dir=None) -> Path:
     m = read_json(metrics_path)
     R = Path(params["paths"]["results"])
     figures_dir = Path(figures_dir)
@@ -408,5 +408,6 @@ def render_report(params: dict, metrics_path, report_path, figures_dir) -> Path:
     # Evaluation model cards beside the report (model folders are training outputs: never rewritten here).
     from refine_iqa.model_card import workflow_model_dirs, write_evaluation_cards
 
-    write_evaluation_cards(m, workflow_model_dirs(params, list(m["scoring"])), report_path.parent / "model_cards")
+    write_evaluation_cards(m, workflow_model_dirs(params, list(m["scoring"])),
+                           Path(cards_dir) if cards_dir is not None else report_path.parent / "model_cards")
     return report_path
