@@ -76,5 +76,9 @@ class PredictionJournal:
             self.done[str(r["key"])] = r
 
     def discard(self) -> None:
-        """Remove the file (once the final result is written atomically elsewhere)."""
+        """Remove the file (once the final result is written atomically elsewhere), and its folder if empty."""
         self.path.unlink(missing_ok=True)
+        try:
+            self.path.parent.rmdir()
+        except OSError:  # not empty (other journals or cached results) or already gone
+            pass
