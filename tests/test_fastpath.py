@@ -172,3 +172,20 @@ def test_shared_prefill_generation_equals_plain_generate(tiny_model_dir):
     for a, b in zip(plain.scores, shared.scores):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
     assert "generate" not in model.__dict__
+
+
+def test_processor_saves_while_the_fast_path_is_on(tiny_model_dir, tmp_path):
+    """Checkpoints save the processor mid-training: the saved one is the real processor, loadable as before
+    (a proxy in its place broke the save and so the checkpoint; tests/test_resume.py found it)."""
+    from transformers import AutoProcessor
+
+    from refine_iqa.model.loading import load_model_and_processor
+
+    model, processor = load_model_and_processor(tiny_model_dir)
+    with fast_vlm(model, processor):
+        processor.save_pretrained(tmp_path / "saved")
+        assert isinstance(processor.image_processor, DedupImageProcessor)
+    assert "save_pretrained" not in processor.__dict__
+    reloaded = AutoProcessor.from_pretrained(tmp_path / "saved")
+    assert type(reloaded.image_processor) is type(processor.image_processor)
+    assert reloaded.image_processor.size == processor.image_processor.size

@@ -322,10 +322,22 @@ def fast_vlm(model, processor, *, vision: bool = True, preprocessing: bool = Tru
         undo.append(shared_prompt_generate(model))
     original_ip = processor.image_processor
     if preprocessing:
-        processor.image_processor = DedupImageProcessor(original_ip)
+        proxy = DedupImageProcessor(original_ip)
+        processor.image_processor = proxy
+        save = processor.save_pretrained
+
+        def save_pretrained(*args, **kwargs):  # checkpoints save the processor: the real one, not the proxy
+            processor.image_processor = original_ip
+            try:
+                return save(*args, **kwargs)
+            finally:
+                processor.image_processor = proxy
+
+        processor.save_pretrained = save_pretrained
     try:
         yield
     finally:
         processor.image_processor = original_ip
+        processor.__dict__.pop("save_pretrained", None)
         for u in reversed(undo):
             u()
