@@ -47,7 +47,7 @@ def run(cmd, cwd, timeout=1800, check=True):
     return proc.stdout + proc.stderr
 
 
-def make_run(clone, *stages, timeout=1800):
+def make_run(clone, *stages, timeout=3600):
     """What `make run` does after `make setup`."""
     return run([sys.executable, "workflow_scripts/run_workflow.py", *stages], clone, timeout=timeout)
 
