@@ -75,7 +75,7 @@ def launched(tmp_path_factory, tiny_model_dir):
     # answer_eps 2.5: a well-formed think answer is correct about half the time, so the PD path really runs.
     params = load_params(ROOT / "params.yaml", overrides={
         "tracking": {"enabled": False}, "compute": {"threads": 1},
-        "warmstart": {"steps": 60, "batch_size": 8, "think_words": 2},
+        "warmstart": {"steps": 150, "batch_size": 8, "think_words": 2},
         "stage1": {"grpo": GRPO}, "stage2": {"answer_eps": 2.5, "grpo": GRPO}})
     atomic_write_json(work / "params.json", params)
     manifest = _manifest(work)
