@@ -140,7 +140,7 @@ def _set_key(text: str, dotted: str, value: str) -> str:
     return "".join(lines)
 
 
-EDITS_FILES = ["src/refine_iqa/parsing.py", "src/refine_iqa/prompts.py", "src/refine_iqa/rl/pd.py",
+EDITS_FILES = ["src/refine_iqa/parsing.py", "src/refine_iqa/prompts.py", "src/refine_iqa/rl/pd.py", "src/refine_iqa/rl/forcing.py",
                "src/refine_iqa/distortions/blur.py", "docs/rewards.md"]
 # one key of each section (none the smoke overlay overrides; `ablations` changes which outputs exist, so it
 # regenerates dvc.yaml and is covered by tests/test_steps.py instead)
@@ -174,7 +174,10 @@ def test_an_edit_marks_exactly_the_stages_that_read_it(clone_a):
         assert dvc == smk == want, f"{path}: dvc status {sorted(dvc)}, snakemake -n {sorted(smk)}, declared {sorted(want)}"
     # hand-checked anchors: the declaration itself is right
     assert seen["src/refine_iqa/parsing.py"] == {"stage1", "stage2", "evaluate"}
-    assert seen["src/refine_iqa/rl/pd.py"] == {"stage1", "stage2"}  # stage1 holds the warm start (teacher forcing)
+    # The warm start (in the stage1 DVC stage) builds its teacher-forcing inputs through rl/forcing.py, shared
+    # with PD; rl/pd.py itself is read by Stage-2 training only.
+    assert seen["src/refine_iqa/rl/pd.py"] == {"stage2"}
+    assert seen["src/refine_iqa/rl/forcing.py"] == {"stage1", "stage2"}
     assert seen["src/refine_iqa/distortions/blur.py"] == {"synthesize", "evaluate"}  # synthetic Q-Bench set
     assert seen["params.yaml:data.perception.objects.max_iou"] == {"curate"}
     assert seen["params.yaml:evaluate.qbench_split"] == {"evaluate"}
