@@ -39,8 +39,9 @@ def test_code_of_each_step_follows_its_imports():
     # parsing.py: rewards (both trainings, the warm start) and every model evaluation, never the data engine
     assert {"stage1", "stage2", "warm_start", "eval_perception", "eval_scoring", "eval_qbench"} <= reading(PKG + "parsing.py")
     assert not {"curate_shard", "synthesize_shard", "scoring_set", "scenes"} & reading(PKG + "parsing.py")
-    # the PD reward: Stage-2 and the warm start (teacher forcing), not Stage-1
-    assert reading(PKG + "rl/pd.py") == {"stage2", "warm_start"}
+    # PD and the warm start share rl/forcing.py (their teacher-forcing inputs); rl/pd.py is Stage-2's alone.
+    assert reading(PKG + "rl/pd.py") == {"stage2"}
+    assert reading(PKG + "rl/forcing.py") == {"stage2", "warm_start"}
     # a distortion family: reached through importlib.import_module("refine_iqa.distortions") by the synthesis
     assert {"synthesize_shard", "scoring_set"} <= reading(PKG + "distortions/blur.py")
     assert not {"stage1", "stage2", "eval_scoring"} & reading(PKG + "distortions/blur.py")
