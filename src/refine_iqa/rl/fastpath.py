@@ -104,6 +104,19 @@ class DedupImageProcessor:
 
 # --- vision tower -------------------------------------------------------------------------------------------
 
+def _install(obj, name: str, fn, stats_name: str, stats: dict):
+    """Put `fn` on the instance as `name` (with its counters); undo() removes both, so the class's own method
+    shows through again."""
+    setattr(obj, name, fn)
+    setattr(obj, stats_name, stats)
+
+    def undo():
+        obj.__dict__.pop(name, None)
+        obj.__dict__.pop(stats_name, None)
+
+    return undo
+
+
 def _unique_images(pixel_values: torch.Tensor, grid_thw: torch.Tensor):
     """Split the flattened patch rows per image; return (unique index per image, list of unique images' rows).
     Candidates are matched by a cheap signature and confirmed with torch.equal (exact)."""
@@ -148,14 +161,7 @@ def dedup_vision_tower(model):
         out.last_hidden_state = None  # rows of the distinct images only: not meaningful per copy
         return out
 
-    inner.get_image_features = get_image_features
-    inner._refine_vision_dedup_stats = stats
-
-    def undo():
-        del inner.get_image_features  # the instance attribute; the class method shows through again
-        inner.__dict__.pop("_refine_vision_dedup_stats", None)
-
-    return undo
+    return _install(inner, "get_image_features", get_image_features, "_refine_vision_dedup_stats", stats)
 
 
 # --- shared prompt in the loss forward -------------------------------------------------------------------------
@@ -248,14 +254,7 @@ def shared_prompt_forward(model):
         tail.cache = None
         return tail
 
-    inner.forward = forward
-    inner._refine_prompt_share_stats = stats
-
-    def undo():
-        del inner.forward
-        inner.__dict__.pop("_refine_prompt_share_stats", None)
-
-    return undo
+    return _install(inner, "forward", forward, "_refine_prompt_share_stats", stats)
 
 
 def shared_prompt_generate(model):
@@ -301,14 +300,7 @@ def shared_prompt_generate(model):
         return original(input_ids=input_ids, attention_mask=attention_mask, mm_token_type_ids=mm_token_type_ids,
                         cache=cache, **kwargs)
 
-    model.generate = generate
-    model._refine_prefill_share_stats = stats
-
-    def undo():
-        del model.generate
-        model.__dict__.pop("_refine_prefill_share_stats", None)
-
-    return undo
+    return _install(model, "generate", generate, "_refine_prefill_share_stats", stats)
 
 
 @contextmanager
