@@ -13,7 +13,6 @@ import json
 import math
 import os
 import resource
-import shutil
 import time
 from pathlib import Path
 
@@ -85,14 +84,9 @@ def build_model(out_dir, arch: dict, *, device: str = "cpu", dtype: str = "bfloa
         model = Qwen2_5_VLForConditionalGeneration(qwen_config(arch, tokenizer)).to(getattr(torch, dtype))
     gc = model.generation_config
     gc.eos_token_id, gc.pad_token_id, gc.bos_token_id = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>", "<|endoftext|>"])
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    processor.save_pretrained(tmp)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
-    return out_dir
+    from refine_iqa.model.loading import save_model_and_processor
+
+    return save_model_and_processor(model, processor, out_dir)  # atomic: temp folder, then swap
 
 
 def photos(out_dir, n: int, width: int, height: int, seed: int = 0) -> list[Path]:
