@@ -106,6 +106,14 @@ def lazy_dataset(samples: list[dict], processor, *, cache=None, report=None):
     return raw.with_transform(LazyImages(raw, processor, cache=cache, report=report))
 
 
+def _strata(samples: list[dict]) -> list:
+    missing = [i for i, s in enumerate(samples) if "stratum" not in s]
+    if missing:
+        raise ValueError(f"balanced_batches needs a 'stratum' in every training sample (rl/samples.py sets it); "
+                         f"sample {missing[0]} has none")
+    return [s["stratum"] for s in samples]
+
+
 def grpo_config(settings: dict, *, out_dir: str | Path, seed: int, device: str = "cpu", checkpoint_steps: int = 0):
     """TRL GRPOConfig from a `stage*.grpo` settings block (token-level dapo loss, no KL by default).
     checkpoint_steps > 0 saves a full checkpoint (optimizer included) into out_dir every that many steps.
@@ -335,6 +343,7 @@ def run_grpo(model, processor, samples: list[dict], reward_funcs: list, settings
             pm=pm,
             correct_from=correct_from,
             think_tags=think_tags,
+            strata=_strata(samples) if settings.get("balanced_batches") else None,
         )
         for r in bind or []:
             r.bind(trainer)

@@ -11,6 +11,7 @@ width/height (or the file header), never from a decode.
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 
@@ -63,6 +64,7 @@ def stage1_sample(item: dict, task: str, full_reference: bool, processor, tags="
         "box_model": list(to_model_box(item["box"], (w, h), model_wh)),
         "model_wh": list(model_wh),
         "family": item["family"],
+        "stratum": f"{task}:{item['family']}",  # answer class for balanced batches (rl/sampling.py)
         "type": item["type"],
         "level": int(item["level"]),
         "item_id": item["id"],
@@ -102,6 +104,7 @@ def stage2_sample(record: dict, *, think: bool, tags="paper", root=None, templat
         "prompt": prompts.build_messages(text, 1),
         "image_paths": [_path(record["image_path"], root)],
         "mos_scaled": float(record["mos_scaled"]),
+        "stratum": f"mos:{math.floor(float(record['mos_scaled']))}",  # score class for balanced batches
         "think": think,
         "item_id": str(record.get("id", record["image_path"])),
     }

@@ -21,11 +21,13 @@ from trl import GRPOTrainer
 from refine_iqa.rewards import completion_text
 from refine_iqa.rl.advantages import modified_advantages, weighted_total
 from refine_iqa.rl.fastpath import PROMPT_LENGTH
+from refine_iqa.rl.sampling import StratifiedRepeatSampler
 
 
 class RefineGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, pm: dict | None = None, correct_from: tuple[str, str] | None = None,
-                 think_tags=None, **kwargs):
+                 think_tags=None, strata: list | None = None, **kwargs):
+        self.strata = strata  # answer class per training prompt: balanced batches (rl/sampling.py); None = TRL's
         super().__init__(*args, **kwargs)
         self.pm = pm  # {"delta", "sigma_min", "eps"} or None for TRL's standard advantage
         self.correct_from = correct_from  # names of the answer and format reward functions
@@ -33,6 +35,18 @@ class RefineGRPOTrainer(GRPOTrainer):
         self._last_rewards_per_func = None
         if pm is not None and correct_from is None:
             raise ValueError("the modified advantage needs correct_from=(answer reward name, format reward name)")
+
+    def _get_train_sampler(self, dataset=None):
+        if self.strata is None:
+            return super()._get_train_sampler(dataset)
+        return StratifiedRepeatSampler(
+            data_source=dataset if dataset is not None else self.train_dataset,
+            strata=self.strata,
+            mini_repeat_count=self.num_generations,
+            batch_size=self.args.generation_batch_size // self.num_generations,
+            repeat_count=self.num_iterations * self.args.steps_per_generation,
+            seed=self.args.seed,
+        )
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
