@@ -94,7 +94,7 @@ def test_scoring_baseline_hand_worked():
         blind.scoring_baseline([1.0, math.nan])
 
 
-def test_qbench_baseline_picks_the_most_often_right_text():
+def test_qbench_baseline_picks_the_text_most_often_right_on_the_other_questions():
     recs = [{"candidates": ["Yes", "No"], "answer_index": 0, "type": 0, "concern": 0},
             {"candidates": ["No", "Yes"], "answer_index": 1, "type": 0, "concern": 0},
             {"candidates": ["Yes", "No"], "answer_index": 1, "type": 0, "concern": 1},
@@ -102,12 +102,21 @@ def test_qbench_baseline_picks_the_most_often_right_text():
             {"candidates": ["high", "low"], "answer_index": 1, "type": 2, "concern": 0},
             {"candidates": ["low", "high"], "answer_index": 1, "type": 2, "concern": 0}]
     b = blind.qbench_baseline(recs)
-    # "yes" right twice, "no" once, "noise" once, "low" once, "high" once: choose Yes, Yes, Yes, then "yes"
-    # (index 2, count 2); "high" / "low" tie -> the earlier option, wrong both times.
-    assert b["choices"] == [0, 1, 0, 2, 0, 0]
-    assert b["accuracy"]["overall"] == pytest.approx(2 / 6)
-    assert b["accuracy"]["yes-or-no"] == pytest.approx(2 / 3)
+    # Right texts: yes x2, no, noise, low, high. Leaving each question's own answer out:
+    # q0 yes 1 / no 1 -> tie, earlier "Yes" (right); q1 no 1 / yes 1 -> earlier "No" (wrong);
+    # q2 yes 2 / no 0 -> "Yes" (wrong); q3 blur 0 / noise 0 / yes 2 -> "yes" (wrong);
+    # q4 high 1 / low 0 -> "high" (wrong); q5 low 1 / high 0 -> "low" (wrong).
+    # (Counting its own answer, the in-sample prior also gets q1 right: 2/6.)
+    assert b["choices"] == [0, 0, 0, 2, 0, 0]
+    assert b["accuracy"]["overall"] == pytest.approx(1 / 6)
+    assert b["accuracy"]["yes-or-no"] == pytest.approx(1 / 3)
     assert b["accuracy"]["what"] == 0.0 and b["accuracy"]["how"] == 0.0
+
+
+def test_qbench_baseline_cannot_memorise_unique_answers():
+    """Every right text unique: an in-sample prior would score 100%; leave-one-out scores what chance gives."""
+    recs = [{"candidates": [f"d{k}", f"r{k}"], "answer_index": 1, "type": 1, "concern": 0} for k in range(5)]
+    assert blind.qbench_baseline(recs)["accuracy"]["overall"] == 0.0
 
 
 def test_ablation_spread_paired_bootstrap(tmp_path):

@@ -337,7 +337,7 @@ def render_report(params: dict, metrics_path, report_path, figures_dir, cards_di
                 for name, q in m["qbench"].items() for mode in ("no_think", "think")]
         bq = m.get("blind", {}).get("qbench")
         if bq is not None:
-            rows.append([BLIND_LABEL + ": the option text most often right"] + [_fmt(bq["accuracy"][c], True) for c in cols])
+            rows.append([BLIND_LABEL + ": the option text most often right on the other questions"] + [_fmt(bq["accuracy"][c], True) for c in cols])
         out += [f"Split: {q0['split']}, {q0['n']} questions.", "", _table(["model"] + cols, rows), "",
                 f"Paper: Refine-IQA-S2 (think) overall {PAPER['table4_overall_s2_think']:.2%}.", ""]
     out += ["## Stage-2 before / after (think mode, synthetic test set)", ""]

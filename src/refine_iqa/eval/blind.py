@@ -175,11 +175,18 @@ def scoring_baseline(mos_scaled: Sequence[float]) -> dict:
 
 
 def qbench_baseline(records: Sequence[dict]) -> dict:
-    """Q-Bench accuracies (qbench_accuracy's layout) of the per-question majority-text choice."""
+    """Q-Bench accuracies (qbench_accuracy's layout) of the majority-text choice, leave-one-out: each
+    question picks the option whose text was most often right on the OTHER questions (ties: the earlier
+    option). Counting the question's own answer would memorise it: in a small set most right texts occur
+    once, so an in-sample prior "answers" nearly every question (83% on the smoke run's 12 questions)."""
     _check_items(records, ("candidates", "answer_index"), "Q-Bench baseline")
     right = Counter(_norm(r["candidates"][r["answer_index"]]) for r in records)
-    choices = [max(range(len(r["candidates"])), key=lambda i, r=r: (right.get(_norm(r["candidates"][i]), 0), -i))
-               for r in records]
+
+    def votes(r, i):
+        text = _norm(r["candidates"][i])
+        return right.get(text, 0) - (text == _norm(r["candidates"][r["answer_index"]]))
+
+    choices = [max(range(len(r["candidates"])), key=lambda i, r=r: (votes(r, i), -i)) for r in records]
     return {**qbench_accuracy(records, choices), "choices": choices}
 
 
