@@ -24,6 +24,7 @@ import learnability  # noqa: E402
 # The tests' bars (tests/test_learnability_stage*.py); a row passes only when every one holds.
 STAGE1_BARS = "reward last20 >= 1.5x first20; family accuracy >= 0.75"
 STAGE2_BARS = "reward last20 >= 1.8x first20; hit +0.1; MAE down; SRCC >= 0.8; format >= 0.95; pred std > 0.5"
+THINK_BARS = "reward last20 >= 1.8x first20; PD reward non-zero in > half the steps; think format >= 0.95"
 
 
 def stage1_row(r: dict) -> tuple[str, bool]:
@@ -44,14 +45,27 @@ def stage2_row(r: dict) -> tuple[str, bool]:
             f"{a['format']:.2f} | {a['distinct_preds']} | {r['grpo_cpu_s']:.0f} | {'pass' if ok else 'FAIL'} |"), ok
 
 
+def think_row(r: dict) -> tuple[str, bool]:
+    b, a = r["before"], r["after"]
+    ratio = r["reward_last20"] / r["reward_first20"]
+    ok = ratio >= 1.8 and r["pd_nonzero_frac"] > 0.5 and a["format"] >= 0.95
+    return (f"| {r['seed']} | {r['reward_first20']:.3f} -> {r['reward_last20']:.3f} ({ratio:.2f}x) | "
+            f"{r['pd_nonzero_frac']:.2f} | {b['format']:.2f} -> {a['format']:.2f} | "
+            f"{b['hit_rate']:.2f} -> {a['hit_rate']:.2f} | {a['srcc']:.3f} | {a['distinct_preds']} | "
+            f"{r['grpo_cpu_s']:.0f} | {'pass' if ok else 'FAIL'} |"), ok
+
+
 HEADERS = {
     "stage1": "| seed | description reward first -> last 20 | family accuracy before -> after | object | distinct "
               "answers | GRPO CPU s | result |\n|---|---|---|---|---|---|---|",
     "stage2": "| seed | answer reward first -> last 20 | hit rate | MAE | SRCC | format | distinct | GRPO CPU s | "
               "result |\n|---|---|---|---|---|---|---|---|---|",
+    "stage2_think": "| seed | answer reward first -> last 20 | steps with PD != 0 | think format | hit rate | SRCC | "
+                    "distinct | GRPO CPU s | result |\n|---|---|---|---|---|---|---|---|---|",
 }
 RECIPES = {"stage1": (learnability.run_stage1_recipe, stage1_row, STAGE1_BARS),
-           "stage2": (learnability.run_stage2_recipe, stage2_row, STAGE2_BARS)}
+           "stage2": (learnability.run_stage2_recipe, stage2_row, STAGE2_BARS),
+           "stage2_think": (learnability.run_stage2_think_recipe, think_row, THINK_BARS)}
 
 
 def _one(recipe: str, seed: int, grpo: dict) -> dict:

@@ -232,3 +232,50 @@ def run_stage2_recipe(tmp: str | Path, seed: int, *, grpo: dict | None = None, w
     first, last = first_last_mean(curve_series(curve, "rewards/answer_reward/mean"))
     return {"seed": seed, "reward_first20": first, "reward_last20": last, "before": before, "after": after,
             "grpo_wall_s": clock.wall, "grpo_cpu_s": clock.cpu}
+
+
+# Think mode with PD on (the main Stage-2 path): the brightness task with a think block before the score,
+# answer + format + PD rewards (lambdas 1, 1, 1) and the modified advantage, as stages.train_stage2 wires it.
+STAGE2_THINK_WARM = dict(steps=150, learning_rate=3e-3, batch_size=32, think_words=4)
+STAGE2_THINK_GRPO = grpo_settings(max_steps=250, learning_rate=1e-3, per_device_train_batch_size=32,
+                                  num_generations=8, max_completion_length=32, temperature=1.0)
+STAGE2_PD_WEIGHTS = (1.0, 0.1)  # params.yaml stage2.pd.weights
+
+
+def run_stage2_think_recipe(tmp: str | Path, seed: int, *, grpo: dict | None = None,
+                            warm: dict | None = None) -> dict:
+    """Format-only warm start (random think words and scores), then Stage-2 GRPO in think mode with PD."""
+    from refine_iqa import prompts
+    from refine_iqa.data.scoring_set import build_brightness_set
+    from refine_iqa.io_utils import read_jsonl
+    from refine_iqa.rewards import get_stage2_reward_funcs
+    from refine_iqa.rl.grpo import run_grpo
+    from refine_iqa.rl.pd import PDReward
+    from refine_iqa.rl.samples import build_stage2
+    from refine_iqa.rl.warmstart import warm_start
+
+    tmp = Path(tmp)
+    torch.set_num_threads(1)
+    grpo, warm = {**STAGE2_THINK_GRPO, **(grpo or {})}, {**STAGE2_THINK_WARM, **(warm or {})}
+    tags = prompts.get_tag_style("paper")
+    build_brightness_set(tmp / "data", n_train=STAGE2_N_TRAIN, n_test=STAGE2_N_TEST, seed=seed, size=112)
+    train = build_stage2(read_jsonl(tmp / "data" / "scoring_train.jsonl"), think=True, tags=tags)
+    test = build_stage2(read_jsonl(tmp / "data" / "scoring_test.jsonl"), think=True, tags=tags)
+    model, processor = tiny_model(tmp / "model", seed=seed)
+    warm_start(model, processor, train, seed=seed, tags=tags, **warm)
+    n_new = grpo["max_completion_length"]
+    before = scoring_quality(model, processor, test, think=True, tags=tags, max_new_tokens=n_new)
+    pd = PDReward(processor, tags=tags, eps=0.5, weights=STAGE2_PD_WEIGHTS)
+    curve = tmp / "curve.jsonl"
+    seed_all(seed)
+    with Stopwatch() as clock:
+        run_grpo(model, processor, train, get_stage2_reward_funcs(tags, mode="think", eps=0.5) + [pd], grpo,
+                 seed=seed, curve_path=curve, reward_weights=[1.0, 1.0, 1.0], pm=STAGE2_PM,
+                 correct_from=("answer_reward", "format_reward"), think_tags=tags, bind=[pd])
+    after = scoring_quality(model, processor, test, think=True, tags=tags, max_new_tokens=n_new)
+    first, last = first_last_mean(curve_series(curve, "rewards/answer_reward/mean"))
+    pd_steps = curve_series(curve, "rewards/pd_reward/mean")
+    return {"seed": seed, "reward_first20": first, "reward_last20": last, "before": before, "after": after,
+            "pd_nonzero_frac": sum(v != 0.0 for v in pd_steps) / len(pd_steps),
+            "format_last20": first_last_mean(curve_series(curve, "rewards/format_reward/mean"))[1],
+            "grpo_wall_s": clock.wall, "grpo_cpu_s": clock.cpu}

@@ -144,3 +144,30 @@ def test_ablation_spread_paired_bootstrap(tmp_path):
     # resample keeps the order of the distinct images, so the gap stays -2.
     assert rev["p95"] == pytest.approx(-2.0)
     assert set(out) == {"same", "reversed"} and same["n"] == 8
+
+
+def test_skill_kept_after_stage2():
+    from refine_iqa.report import skill_kept
+
+    assert skill_kept(0.5, 0.9, 0.8) == pytest.approx(0.75)  # 0.3 of a 0.4 gain kept
+    assert skill_kept(0.5, 0.9, 0.5) == pytest.approx(0.0)  # back to the base
+    assert skill_kept(0.5, 0.9, 0.3) == pytest.approx(-0.5)  # below the base
+    assert skill_kept(0.5, 0.9, 1.0) == pytest.approx(1.25)  # Stage-2 improved on it
+    assert math.isnan(skill_kept(0.5, 0.5, 0.7))  # Stage-1 gained nothing: nothing to keep
+    assert math.isnan(skill_kept(0.5, 0.4, 0.7))
+    assert math.isnan(skill_kept(math.nan, 0.9, 0.7))
+
+
+def test_skill_kept_section_rows():
+    from refine_iqa.report import _skill_kept_section
+
+    def perc(fam, overall, iou):
+        return {"description": {"all": {"family_accuracy": fam, "overall": overall}},
+                "grounding": {"all": {"overall": iou}}}
+
+    m = {"perception": {"base": perc(0.5, 0.1, 0.2), "stage1": perc(0.9, 0.1, 0.4), "stage2-main": perc(0.8, 0.2, 0.3)}}
+    text = "\n".join(_skill_kept_section(m))
+    assert "| distortion-family accuracy | 50.00% | 90.00% | 80.00% | 75% |" in text
+    assert "| description accuracy (all fields) | 10.00% | 10.00% | 20.00% | n/a (Stage-1 gained nothing) |" in text
+    assert "| grounding IoU | 0.200 | 0.400 | 0.300 | 50% |" in text
+    assert _skill_kept_section({"perception": {"base": perc(0.5, 0.1, 0.2)}}) == []

@@ -44,7 +44,8 @@ def test_smoke_workflow_produces_everything(smoke_run):
     assert m["curves"]["stage1"]["steps"] == m["curves"]["stage2-main"]["steps"] == 2
     assert set(m["perception"]["stage1"]["answers"]) == {"description", "grounding"}
     report = (smoke_run / "reports/report.md").read_text()
-    for title in ("Table 1", "Table 2", "Stage-1 before / after", "Table 3", "Table 5", "Table 6", "Think length"):
+    for title in ("Table 1", "Table 2", "Stage-1 before / after", "Table 3", "Table 5", "Table 6", "Think length",
+                  "Against the blind baselines", "Stage-1 skill kept after Stage-2"):
         assert title in report
     for png in ("figures/training/stage2_answer_reward.png", "figures/data/family_counts.png"):
         assert (smoke_run / "reports" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -221,6 +221,36 @@ def _blind_margins(m: dict) -> list[str]:
             "show a small MAE beside a zero hit rate; the hit rate counts every answer.", ""]
 
 
+def skill_kept(base: float, stage1: float, stage2: float) -> float:
+    """Share of Stage-1's gain over the base that Stage-2 keeps: (stage2 - base) / (stage1 - base); NaN when
+    Stage-1 gained nothing (there is nothing to keep). 1 = all kept, 0 = back to the base, < 0 = below it."""
+    values = (base, stage1, stage2)
+    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values) or stage1 <= base:
+        return math.nan
+    return (stage2 - base) / (stage1 - base)
+
+
+def _skill_kept_section(m: dict) -> list[str]:
+    """Does Stage-2 (scoring) keep what Stage-1 taught (perception)? The paper's claim for the multi-stage
+    design; measured on Tables 1-2's FR + NR numbers."""
+    p = m.get("perception", {})
+    if not all(k in p for k in ("base", "stage1", "stage2-main")):
+        return []
+    rows = []
+    for what, get, pct in (
+            ("distortion-family accuracy", lambda x: x["description"]["all"].get("family_accuracy"), True),
+            ("description accuracy (all fields)", lambda x: x["description"]["all"]["overall"], True),
+            ("grounding IoU", lambda x: x["grounding"]["all"]["overall"], False)):
+        b, s1, s2 = (get(p[k]) for k in ("base", "stage1", "stage2-main"))
+        kept = skill_kept(b, s1, s2)
+        rows.append([what, _fmt(b, pct), _fmt(s1, pct), _fmt(s2, pct),
+                     "n/a (Stage-1 gained nothing)" if math.isnan(kept) else f"{100 * kept:.0f}%"])
+    return ["### Stage-1 skill kept after Stage-2", "",
+            "Kept = (Stage-2-main - base) / (Stage-1 - base): the share of Stage-1's perception gain still there "
+            "after the scoring stage.", "",
+            _table(["measure", "base", "Stage-1", "Stage-2-main", "kept"], rows), ""]
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -271,6 +301,7 @@ def render_report(params: dict, metrics_path, report_path, figures_dir, cards_di
                 "offline full-reference metric). The numbers show the pipeline works and what RL changed at this "
                 "scale; they are not comparable to the paper's, which are printed beside them for reference.", ""]
     out += _blind_margins(m)
+    out += _skill_kept_section(m)
     # Data
     d = m["data"]
     qc = d.get("qc", {})
