@@ -40,6 +40,17 @@ def test_hit_rate_is_strict():
     assert math.isnan(M.hit_rate([1.0], [np.nan]))
 
 
+def test_hit_rate_agrees_with_the_answer_reward_at_the_float_boundary():
+    """0.7 - 0.2 is 0.49999999999999994 in floats: the reward (Eq. 1) rounds it to 0.5, a miss; the metric
+    must say the same, for every pair of one-decimal scores in [0, 5]."""
+    from refine_iqa.rewards import answer_reward
+
+    assert M.hit_rate([0.2], [0.7]) == 0.0 == answer_reward(0.2, 0.7)
+    pairs = [(a / 10, b / 10) for a in range(51) for b in range(51)]
+    for eps in (0.5, 0.35, 1.0):
+        assert [M.hit_rate([p], [y], eps=eps) for p, y in pairs] == [answer_reward(p, y, eps) for p, y in pairs]
+
+
 def test_monotone_nonlinear_logistic_beats_raw():
     x = np.linspace(-4, 4, 30)
     y = M.logistic4(x, 5.0, 1.0, 0.0, 1.0)

@@ -26,7 +26,7 @@ from refine_iqa.prompts import TagStyle, get_tag_style
 
 # |s_hat - s| is rounded to this many decimals before the strict '<' test, so binary floating error cannot
 # move a difference of exactly eps (3.2 vs 3.7) to one side or the other.
-_DIFF_DECIMALS = 6
+DIFF_DECIMALS = 6
 
 
 def _finite(value: Any, name: str) -> float:
@@ -53,7 +53,7 @@ def answer_reward(pred: float | None, mos: float, eps: float = 0.5) -> float:
         return 0.0
     if not math.isfinite(pred):
         return 0.0
-    return 1.0 if round(abs(pred - mos), _DIFF_DECIMALS) < eps else 0.0
+    return 1.0 if round(abs(pred - mos), DIFF_DECIMALS) < eps else 0.0
 
 
 def digit_prob_reward(digit_probs: Sequence[float], weights: Sequence[float] = (1.0, 0.1)) -> float:

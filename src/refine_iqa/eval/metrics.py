@@ -143,13 +143,17 @@ def rmse(pred, label) -> float:
 
 
 def hit_rate(pred, label, eps: float = 0.5) -> float:
-    """Fraction with |pred - label| < eps (strict, as the answer reward). A non-finite prediction (an
-    unparsable answer) counts as a miss; no items or a non-finite label gives NaN."""
+    """Fraction with |pred - label| < eps, decided exactly as the answer reward (Eq. 1) decides it: strict,
+    the difference rounded to the same decimals (0.2 vs 0.7 differs by 0.49999999999999994 in floats: a miss
+    for the reward, so a miss here). A non-finite prediction (an unparsable answer) counts as a miss; no items
+    or a non-finite label gives NaN."""
+    from refine_iqa.rewards import DIFF_DECIMALS
+
     p, y = _pair(pred, label)
     if p.size == 0 or not np.all(np.isfinite(y)):
         return math.nan
     with np.errstate(invalid="ignore"):
-        hits = np.isfinite(p) & (np.abs(p - y) < eps)
+        hits = np.isfinite(p) & (np.round(np.abs(p - y), DIFF_DECIMALS) < eps)
     return float(hits.mean())
 
 
