@@ -18,6 +18,7 @@ marginal time per item, (t(4N) - t(N)) / (items(4N) - items(N)), free of fixed c
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -218,19 +219,17 @@ def job_perception_eval(work: Path, k: int) -> dict:
 
 def job_review_api(work: Path, k: int) -> dict:
     """The review app over `k` manifest items (cycling the synthesized images): requests, actions, restart."""
-    from refine_iqa.io_utils import read_jsonl, write_jsonl
+    from refine_iqa.io_utils import atomic_path, dumps, read_jsonl
     from refine_iqa.review import create_app
     from refine_iqa.review.app import EXTENSION_KEY
 
     base = [r for r in read_jsonl(work / f"synth-{_synth_k(work)}" / "manifest.jsonl")
             if r["review"]["status"] == "pending"]
-    recs = []
-    for i in range(k):
-        r = dict(base[i % len(base)])
-        r["id"] = f"item-{i:06d}"
-        recs.append(r)
     manifest = work / f"review-{k}" / "manifest.jsonl"
-    write_jsonl(manifest, recs)
+    # Written line by line: the harness's own copy of k records would otherwise count in the job's peak RSS.
+    with atomic_path(manifest) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for i in range(k):
+            f.write(dumps({**base[i % len(base)], "id": f"item-{i:06d}"}) + "\n")
     dec = manifest.with_name("decisions.jsonl")
     dec.unlink(missing_ok=True)
     t0 = time.perf_counter()
@@ -265,8 +264,12 @@ def job_review_api(work: Path, k: int) -> dict:
                 action_ms = (time.perf_counter() - t) / 200 * 1e3
         else:
             service.act(action, s.cursor, body["reason"])
-    events = len(read_jsonl(dec))
+    with open(dec, "rb") as f:
+        events = sum(1 for _ in f)
     service.close()
+    # A restart is a new process: the first server's objects are let go before the second one is built.
+    del app, c, service
+    gc.collect()
     t0 = time.perf_counter()
     app2 = create_app(manifest, dec, reviewer="bench", batch="all", max_delete_frac=0.2, image_root=None)
     restart = time.perf_counter() - t0

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -563,3 +567,30 @@ def test_jpeg2000_reaches_its_psnr_target_roughly(photo):
         target = D.params_for("compression.jpeg2000", level)["psnr_db"]
         mse = np.mean((D.apply(photo, "compression.jpeg2000", level).astype(np.float64) - photo) ** 2)
         assert abs(10 * math.log10(255**2 / mse) - target) < 1.5
+
+
+def test_poisson_cdf_by_hand_and_against_scipy():
+    # Poisson(2): P(X <= 0) = e^-2, P(X <= 1) = 3 e^-2, P(X <= 2) = 5 e^-2; Poisson(0) is all at 0.
+    got = noise.poisson_cdf(np.array([2.0, 0.0]), 2)
+    assert np.allclose(got[0], [math.exp(-2), 3 * math.exp(-2), 5 * math.exp(-2)], rtol=0, atol=1e-15)
+    assert got[1].tolist() == [1.0, 1.0, 1.0]
+    for lam in (80, 60, 40, 25, 15, 200):  # the catalogue's lam values and one far above
+        kmax = int(np.ceil(lam + 12 * np.sqrt(lam) + 20))
+        mu = np.arange(256) / 255.0 * lam
+        ref = stats.poisson.cdf(np.arange(kmax + 1)[None, :], mu[:, None])
+        ours = noise.poisson_cdf(mu, kmax)
+        assert np.abs(ours - ref).max() < 1e-12
+        assert np.array_equal(ours.astype(np.float32), ref.astype(np.float32))  # the sampler's tables: identical
+
+
+def test_no_distortion_type_imports_a_heavy_library():
+    """Issue 13: the first use of noise.poisson imported scipy.stats, 43 MB kept in every synthesis process that
+    drew it. Every type is applied once in a fresh process; nothing from scipy may be imported."""
+    code = ("import sys, numpy as np\nfrom refine_iqa import distortions as D\n"
+            "img = (np.arange(48 * 64 * 3) % 251).astype(np.uint8).reshape(48, 64, 3)\n"
+            "for n in D.names():\n    D.apply(img, n, 3, seed=0, box=[8, 8, 40, 40])\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'scipy'))")
+    src = str(Path(D.__file__).resolve().parents[2])  # this checkout's code, whatever PYTHONPATH says
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "[]", out.stdout[:500]

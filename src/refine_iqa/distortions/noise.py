@@ -70,19 +70,33 @@ def spatially_correlated_pad(*, sigma: float) -> int:
 _GUIDE_SIZE = 1024
 
 
+def poisson_cdf(mu: np.ndarray, kmax: int) -> np.ndarray:
+    """P(X <= k) for X ~ Poisson(mu), k = 0..kmax, one row per mu (float64).
+
+    From the pmf in log space, exp(-mu + k log mu - log k!), summed: within 1e-13 of scipy.stats.poisson.cdf
+    (tested), without importing scipy.stats, which alone kept 43 MB in every synthesis process that drew
+    this type (docs/PERFORMANCE.md, issue 13).
+    """
+    mu = np.asarray(mu, dtype=np.float64).reshape(-1, 1)
+    k = np.arange(kmax + 1, dtype=np.float64)
+    log_fact = np.concatenate([[0.0], np.cumsum(np.log(k[1:]))])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pmf = np.exp(k * np.log(mu) - mu - log_fact)
+    pmf[mu[:, 0] == 0] = (k == 0)  # mu = 0: all mass at 0 (0 * log 0 is nan above)
+    return np.minimum(np.cumsum(pmf, axis=1), 1.0)
+
+
 @functools.lru_cache(maxsize=16)
 def _poisson_tables(lam: float) -> tuple[np.ndarray, np.ndarray, int]:
-    """Inverse-CDF tables for Poisson(v / 255 * lam), v = 0..255.
+    """Inverse-CDF tables for Poisson(v / 255 * lam), v = 0..255 (about 0.3 MB for the largest lam).
 
     cdf[v, k] = P(X <= k) in float32 (the precision of the uniforms it is compared with), forced to 1 at
     k = lam + 12 sqrt(lam) + 20, far in the tail. guide[v, j] is the smallest k with cdf[v, k] > j / G:
     where the search for a u in [j / G, (j + 1) / G) starts, usually at its answer already.
     """
-    from scipy import stats  # heavy import, only needed the first time a lam is used
-
     kmax = int(np.ceil(lam + 12 * np.sqrt(lam) + 20))
-    mu = np.arange(256, dtype=np.float64)[:, None] / 255.0 * lam
-    cdf = stats.poisson.cdf(np.arange(kmax + 1, dtype=np.float64)[None, :], mu).astype(np.float32)
+    mu = np.arange(256, dtype=np.float64) / 255.0 * lam
+    cdf = poisson_cdf(mu, kmax).astype(np.float32)
     cdf[:, -1] = 1.0
     u = np.arange(_GUIDE_SIZE, dtype=np.float64) / _GUIDE_SIZE
     guide = np.stack([np.searchsorted(row, u, side="right") for row in cdf]).astype(np.int16)

@@ -14,6 +14,7 @@ from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from refine_iqa.review.decisions import REASONS
+from refine_iqa.review.manifest import ManifestError
 from refine_iqa.review.qc import DEFAULT_MAX_BOX_FRAC, DEFAULT_MAX_DELETE_FRAC
 from refine_iqa.review.service import ImageUnavailable, ReviewService, ReviewSettings
 from refine_iqa.review.session import ActionRefused
@@ -110,6 +111,11 @@ def create_app(manifest_path: str | Path, decisions_path: str | Path | None = No
     @app.errorhandler(HTTPException)
     def _http_error(e: HTTPException):
         return _error(e.code or 500, e.description or e.name)
+
+    @app.errorhandler(ManifestError)
+    def _manifest_changed(e: ManifestError):  # items are read from the manifest on demand
+        log.error("%s", e)
+        return _error(500, str(e))
 
     @app.errorhandler(Exception)
     def _unexpected(e: Exception):

@@ -23,7 +23,7 @@ import os
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Iterator
 
 from refine_iqa.io_utils import append_jsonl
 
@@ -35,6 +35,7 @@ PHASES = ("review", "verify")
 REASONS = {"object_mismatch": "object/name mismatch", "not_perceptible": "distortion not perceptible",
            "other": "other"}
 AUTO_BY = "auto"
+_TAIL_BLOCK = 1 << 16  # bytes read at a time when looking for a torn last line
 
 
 class DecisionFileError(ValueError):
@@ -90,8 +91,9 @@ def validate_event(rec: object, where: str) -> dict:
     return rec
 
 
-def read_events(path: str | os.PathLike) -> list[dict]:
-    """All events of one decisions file, validated, each with `_line` (1-based) added.
+def iter_events(path: str | os.PathLike) -> Iterator[dict]:
+    """The events of one decisions file in order, validated, each with `_line` (1-based) added; read line by
+    line, so memory does not grow with the file.
 
     A last line without its newline that does not parse is the trace of a crash mid-write (the server never
     acknowledged it): it is skipped with a warning. Any other bad line is an error naming file and line.
@@ -99,22 +101,26 @@ def read_events(path: str | os.PathLike) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: decisions file not found")
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    torn_tail = lines[-1] if lines[-1] else None  # text after the last newline
-    events = []
-    for lineno, raw in enumerate(lines[:-1], 1):
-        if not raw.strip():
-            continue
-        events.append(_parse_line(raw, f"{path}: line {lineno}", lineno))
-    if torn_tail is not None and torn_tail.strip():
-        lineno = len(lines)
-        try:
-            events.append(_parse_line(torn_tail, f"{path}: line {lineno}", lineno))
-        except DecisionFileError as e:
-            warnings.warn(f"{path}: line {lineno}: ignoring an incomplete last line ({e}); "
-                          "it was being written when the server stopped", stacklevel=2)
-    return events
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            where = f"{path}: line {lineno}"
+            if raw.endswith(b"\n"):
+                yield _parse_line(raw, where, lineno)
+                continue
+            try:  # text after the last newline: the last line of the file
+                ev = _parse_line(raw, where, lineno)
+            except DecisionFileError as e:
+                warnings.warn(f"{where}: ignoring an incomplete last line ({e}); "
+                              "it was being written when the server stopped", stacklevel=2)
+                return
+            yield ev
+
+
+def read_events(path: str | os.PathLike) -> list[dict]:
+    """All events of one decisions file as a list (see `iter_events`)."""
+    return list(iter_events(path))
 
 
 def _parse_line(raw: bytes, where: str, lineno: int) -> dict:
@@ -148,7 +154,7 @@ def load_decisions(path_or_paths) -> dict[str, dict]:
     """
     out: dict[str, dict] = {}
     for path in _expand(path_or_paths):
-        for ev in read_events(path):
+        for ev in iter_events(path):
             if ev["event"] == "decision":
                 out[ev["item_id"]] = {"status": ev["status"], "reason": ev["reason"], "by": ev["by"],
                                       "verified": ev["verified"], "rule": None}
@@ -159,9 +165,13 @@ def load_decisions(path_or_paths) -> dict[str, dict]:
 
 
 class DecisionStore:
-    """One batch's decisions file, locked for this process while open."""
+    """One batch's decisions file, locked for this process while open.
 
-    def __init__(self, path: str | os.PathLike, batch: str):
+    Opening reads the file once, line by line, checks every event and hands each to `on_event` (the review
+    service replays it); the events are not kept in memory (`events` reads them from the file when asked).
+    """
+
+    def __init__(self, path: str | os.PathLike, batch: str, on_event: Callable[[dict], None] | None = None):
         self.path = Path(path)
         self.batch = batch
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,15 +182,23 @@ class DecisionStore:
                 self.path.touch()
                 _fsync_dir(self.path.parent)  # the new file's name survives a power cut too
             self._drop_torn_tail()
-            self.events = read_events(self.path)
-            for ev in self.events:
+            self._last_line = 0  # line number of the last event, for the next one's `_line`
+            for ev in iter_events(self.path):
                 if ev["batch"] != batch:
                     raise DecisionFileError(
                         f"{self.path}: line {ev['_line']}: this file holds batch {ev['batch']!r}, not {batch!r}; "
                         "give each batch its own --decisions file (or pass the matching --batch)")
+                self._last_line = ev["_line"]
+                if on_event is not None:
+                    on_event(ev)
         except BaseException:
             self.close()
             raise
+
+    @property
+    def events(self) -> list[dict]:
+        """Every event of the file, read from disk now."""
+        return read_events(self.path)
 
     def _take_lock(self) -> int:
         lock_path = self.path.with_name(self.path.name + ".lock")
@@ -197,13 +215,28 @@ class DecisionStore:
         return fd
 
     def _drop_torn_tail(self) -> None:
-        """Cut an incomplete last line (crash mid-append) so the next append starts on a line of its own."""
-        data = self.path.read_bytes()
-        if not data or data.endswith(b"\n"):
-            return
-        keep = data.rfind(b"\n") + 1
+        """Cut an incomplete last line (crash mid-append) so the next append starts on a line of its own.
+        Reads only the file's tail."""
+        with open(self.path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            keep, pos = 0, size
+            while pos > 0:  # back to the last newline, a block at a time
+                step = min(_TAIL_BLOCK, pos)
+                pos -= step
+                f.seek(pos)
+                block = f.read(step)
+                if pos + step == size and block.endswith(b"\n"):
+                    return  # ends with a newline (or is empty): nothing torn
+                nl = block.rfind(b"\n")
+                if nl >= 0:
+                    keep = pos + nl + 1
+                    break
+            if size == 0:
+                return
+            f.seek(keep)
+            tail = f.read()
         try:
-            _parse_line(data[keep:], "", 0)
+            _parse_line(tail, "", 0)
             with open(self.path, "ab") as f:  # a whole event that only lacks its newline: complete it
                 f.write(b"\n")
                 f.flush()
@@ -211,7 +244,7 @@ class DecisionStore:
             return
         except DecisionFileError:
             pass
-        warnings.warn(f"{self.path}: dropping an incomplete last line ({len(data) - keep} bytes) left by a crash "
+        warnings.warn(f"{self.path}: dropping an incomplete last line ({size - keep} bytes) left by a crash "
                       "while it was being written; it had not been acknowledged", stacklevel=3)
         with open(self.path, "r+b") as f:
             f.truncate(keep)
@@ -219,15 +252,15 @@ class DecisionStore:
             os.fsync(f.fileno())
 
     def append(self, event: dict) -> dict:
-        """Validate, write durably, then remember the event. Nothing is remembered if the write fails."""
+        """Validate and write durably; return the event as written (with `_line`)."""
         if self._lock_fd is None:
             raise RuntimeError(f"{self.path}: the decisions store is closed")
         rec = {"v": FORMAT_VERSION, **event, "batch": self.batch}
         rec.setdefault("ts", now_iso())
         validate_event(dict(rec), f"{self.path}: new event")
         append_jsonl(self.path, rec)
-        rec["_line"] = (self.events[-1]["_line"] + 1) if self.events else 1
-        self.events.append(rec)
+        self._last_line += 1
+        rec["_line"] = self._last_line
         return rec
 
     def close(self) -> None:

@@ -24,8 +24,12 @@ def oversize_rule_name(max_box_frac: float) -> str:
 
 def oversize_rejection(box: Sequence[int], width: int, height: int, max_box_frac: float = DEFAULT_MAX_BOX_FRAC):
     """(rule, reason) when the box covers MORE than `max_box_frac` of the image, else None (exactly at it passes)."""
+    return oversize_rejection_of_fraction(box_area_fraction(box, width, height), max_box_frac)
+
+
+def oversize_rejection_of_fraction(frac: float, max_box_frac: float = DEFAULT_MAX_BOX_FRAC):
+    """`oversize_rejection` for a box covering `frac` of its image."""
     check_fraction("max_box_frac", max_box_frac, allow_zero=False)
-    frac = box_area_fraction(box, width, height)
     if frac > max_box_frac:
         return oversize_rule_name(max_box_frac), f"box covers {frac:.1%} of the image (limit {max_box_frac:.0%})"
     return None

@@ -7,19 +7,20 @@ from __future__ import annotations
 
 import io
 import threading
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 from refine_iqa.io_utils import ImageReadError, exif_orientation, load_rgb
 from refine_iqa.review.decisions import AUTO_BY, REASONS, DecisionStore
-from refine_iqa.review.manifest import batch_slug, check_batch_name, load_manifest, select_batch
+from refine_iqa.review.manifest import BatchItems, ManifestIndex, batch_range, batch_slug, check_batch_name
 from refine_iqa.review.qc import (
     DEFAULT_MAX_BOX_FRAC,
     DEFAULT_MAX_DELETE_FRAC,
     check_fraction,
     max_deletions,
-    oversize_rejection,
+    oversize_rejection_of_fraction,
 )
 from refine_iqa.review.session import ReviewSession
 
@@ -65,44 +66,49 @@ class ReviewService:
         self.manifest_path = Path(manifest_path)
         self.decisions_path = Path(decisions_path) if decisions_path else default_decisions_path(manifest_path,
                                                                                                    settings.batch)
-        batch_items = select_batch(load_manifest(manifest_path, settings.image_root), settings.batch)
+        # In memory per item: the manifest index's few fields and the session's id and counters (issue 13:
+        # the parsed manifest and the decision log's events held ~7 KB per item).
+        index = ManifestIndex(manifest_path, settings.image_root)
+        start, stop = batch_range(len(index), settings.batch)
         # Removed before review: already rejected in the manifest (the assemble step's QC) or oversized boxes.
         self.auto_rejected: dict[str, tuple[str, str]] = {}
-        reviewable = []
-        for it in batch_items:
-            if it.status == "rejected":
+        reviewable = array("q")
+        self.removed_in_manifest = 0
+        for i in range(start, stop):
+            if index.status(i) == "rejected":
+                self.removed_in_manifest += 1
                 continue
-            hit = oversize_rejection(it.box, it.width, it.height, settings.max_box_frac)
+            hit = oversize_rejection_of_fraction(index.box_fraction(i), settings.max_box_frac)
             if hit:
-                self.auto_rejected[it.id] = hit
+                self.auto_rejected[index.ids[i]] = hit
             else:
-                reviewable.append(it)
-        self.removed_in_manifest = sum(it.status == "rejected" for it in batch_items)
-        self.session = ReviewSession(reviewable, max_deletions(len(reviewable), settings.max_delete_frac))
+                reviewable.append(i)
+        self.session = ReviewSession(BatchItems.of(index, reviewable),
+                                     max_deletions(len(reviewable), settings.max_delete_frac))
         self._lock = threading.Lock()
-        self.store = DecisionStore(self.decisions_path, settings.batch)
+        logged_auto: set[str] = set()
+        # One pass over the decisions file: each event is checked and replayed as it is read.
+        self.store = DecisionStore(self.decisions_path, settings.batch,
+                                   on_event=lambda ev: self._replay(ev, logged_auto))
         try:
-            self._replay_and_record_auto()
+            for item_id, (rule, reason) in self.auto_rejected.items():
+                if item_id not in logged_auto:
+                    self.store.append({"event": "auto", "item_id": item_id, "status": "rejected",
+                                       "reason": reason, "by": AUTO_BY, "rule": rule})
         except BaseException:
             self.store.close()
             raise
 
-    def _replay_and_record_auto(self) -> None:
-        logged_auto = set()
-        for ev in self.store.events:
-            if ev["event"] == "auto":
-                logged_auto.add(ev["item_id"])
-                continue
-            try:
-                self.session.apply(ev)
-            except KeyError as e:
-                raise ValueError(f"{self.decisions_path}: {e.args[0]} (manifest {self.manifest_path}, batch "
-                                 f"{self.settings.batch!r}): the decisions file belongs to another manifest, batch "
-                                 "or QC setting") from None
-        for item_id, (rule, reason) in self.auto_rejected.items():
-            if item_id not in logged_auto:
-                self.store.append({"event": "auto", "item_id": item_id, "status": "rejected", "reason": reason,
-                                   "by": AUTO_BY, "rule": rule})
+    def _replay(self, ev: dict, logged_auto: set[str]) -> None:
+        if ev["event"] == "auto":
+            logged_auto.add(ev["item_id"])
+            return
+        try:
+            self.session.apply(ev)
+        except KeyError as e:
+            raise ValueError(f"{self.decisions_path}: {e.args[0]} (manifest {self.manifest_path}, batch "
+                             f"{self.settings.batch!r}): the decisions file belongs to another manifest, batch "
+                             "or QC setting") from None
 
     def close(self) -> None:
         self.store.close()
@@ -133,7 +139,7 @@ class ReviewService:
                     "family_name": it.family_name, "type": it.type, "level": it.level, "severity": it.severity,
                     "width": it.width, "height": it.height, "box": list(it.box),
                     "box_frac": round((x2 - x1) * (y2 - y1) / (it.width * it.height), 4),
-                    "decision": s.decisions.get(it.id), "position": s.position(it.id, pool) + 1, "of": len(pool),
+                    "decision": _copy(s.decisions.get(it.id)), "position": s.position(it.id, pool) + 1, "of": len(pool),
                     "dist_url": f"{url}/dist", "ref_url": f"{url}/ref"}
         can_delete = item is not None and s.can_delete()
         return {"batch": self.settings.batch, "reviewer": self.settings.reviewer, "mode": s.mode, "item": item,
@@ -193,6 +199,10 @@ class ReviewService:
         buf = io.BytesIO()
         Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)
         return buf.getvalue()
+
+
+def _copy(d: dict | None) -> dict | None:
+    return None if d is None else dict(d)  # the session's decision dicts are shared between items
 
 
 def _image_url(item_id: str) -> str:

@@ -18,7 +18,7 @@ import bisect
 from typing import Sequence
 
 from refine_iqa.review.decisions import REASONS
-from refine_iqa.review.manifest import FAMILY_NAMES, ReviewItem
+from refine_iqa.review.manifest import FAMILY_NAMES, BatchItems, ReviewItem
 
 
 class ActionRefused(Exception):
@@ -30,12 +30,16 @@ class ActionRefused(Exception):
 
 
 class ReviewSession:
-    def __init__(self, items: Sequence[ReviewItem], max_deletions: int):
-        self.items = {it.id: it for it in items}
-        self.order = [it.id for it in items]
-        self.index = {item_id: i for i, item_id in enumerate(self.order)}
+    def __init__(self, items: Sequence[ReviewItem] | BatchItems, max_deletions: int):
+        # Per item in memory: its id, batch position and family (BatchItems); the rest is read on demand.
+        self.items = items if isinstance(items, BatchItems) else BatchItems.from_items(items)
+        self.order = self.items.ids
+        self.index = self.items.index
         self.max_deletions = max_deletions
+        # item id -> {"status", "reason", "by", "verified"}; equal decisions share one read-only dict (a batch
+        # has a handful of distinct ones), so a decided item costs a dict entry, not a dict.
         self.decisions: dict[str, dict] = {}
+        self._shared: dict[tuple, dict] = {}
         self.ever_rejected: set[str] = set()
         self.mode = "review" if self.order else "done"
         self.cursor: str | None = self.order[0] if self.order else None
@@ -44,8 +48,7 @@ class ReviewSession:
         self.deleted = 0
         self.to_verify = 0
         self._families: dict[str, dict] = {}
-        for item_id in self.order:
-            fam = self.items[item_id].family
+        for fam in self.items.families():
             row = self._families.setdefault(fam, {"family": fam, "name": FAMILY_NAMES[fam], "total": 0,
                                                   "reviewed": 0, "deleted": 0, "remaining": 0})
             row["total"] += 1
@@ -167,10 +170,11 @@ class ReviewSession:
 
     # ---- state transitions (live and replay) -----------------------------------------------------------------
     def apply(self, ev: dict) -> None:
-        item_id = ev["item_id"]
-        if item_id not in self.index:
+        pos = self.index.get(ev["item_id"])
+        if pos is None:
             where = f"line {ev['_line']}: " if "_line" in ev else ""
-            raise KeyError(f"{where}item {item_id!r} is not an item of this batch under review")
+            raise KeyError(f"{where}item {ev['item_id']!r} is not an item of this batch under review")
+        item_id = self.order[pos]  # the batch's own string: one copy per item, not one per event
         kind = ev["event"]
         if kind == "back":
             self.cursor, self.mode = item_id, ev["phase"]
@@ -179,7 +183,11 @@ class ReviewSession:
             self._advance(item_id)
         elif kind == "decision":
             self._count(item_id, -1)
-            self.decisions[item_id] = {k: ev[k] for k in ("status", "reason", "by", "verified")}
+            key = (ev["status"], ev["reason"], ev["by"], ev["verified"])
+            shared = self._shared.get(key)
+            if shared is None:
+                shared = self._shared[key] = dict(zip(("status", "reason", "by", "verified"), key))
+            self.decisions[item_id] = shared
             self._count(item_id, +1)
             if ev["status"] == "rejected" and item_id not in self.ever_rejected:
                 self.ever_rejected.add(item_id)
@@ -195,7 +203,7 @@ class ReviewSession:
         d = self.decisions.get(item_id)
         if d is None:
             return
-        row = self._families[self.items[item_id].family]
+        row = self._families[self.items.family(item_id)]
         row["reviewed"] += sign
         row["remaining"] -= sign
         if d["status"] == "rejected":
