@@ -42,7 +42,7 @@ release: setup
 	$(BIN)/python workflow_scripts/release.py $(if $(REMOTE),--remote $(REMOTE))
 
 test: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=30 $(PYTEST_ARGS)
 
 test-quick: setup
 	$(BIN)/python -m pytest -q -m "not slow and not slurm and not browser and not distributed" $(PYTEST_ARGS)
