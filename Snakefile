@@ -22,7 +22,8 @@ config.update(_resolved)
 
 # One MLflow parent run groups every job of this invocation (jobs inherit the variable).
 os.environ.setdefault("REFINE_IQA_RUN_GROUP", uuid.uuid4().hex[:12])
-# The process that owns the parent run: if it dies, the next invocation closes that run as KILLED.
+# The process that owns the parent run (run_workflow.py when `make run` runs one Snakemake per DVC stage) closes
+# it; if it dies, the next invocation closes that run as KILLED.
 os.environ.setdefault("REFINE_IQA_RUN_OWNER_PID", str(os.getpid()))
 
 

@@ -33,7 +33,7 @@ def _db(tmp_path_factory):
 @pytest.fixture
 def store(_db, tmp_path, monkeypatch, request):
     monkeypatch.chdir(tmp_path)
-    for k in (tracking.GROUP_ENV, tracking.INPUTS_ENV, tracking.OUTPUTS_ENV, tracking.PARAMS_ENV):
+    for k in (tracking.GROUP_ENV, tracking.OWNER_ENV, tracking.INPUTS_ENV, tracking.OUTPUTS_ENV, tracking.PARAMS_ENV):
         monkeypatch.delenv(k, raising=False)
     return {"enabled": True, "tracking_uri": f"sqlite:///{_db}", "experiment": request.node.name}
 
@@ -60,6 +60,42 @@ def test_runs_of_dead_processes_are_closed_as_killed_and_live_ones_kept(store):
         pass
     status = {r: client.get_run(r).info.status for r in (dead.info.run_id, live.info.run_id, other.info.run_id)}
     assert status == {dead.info.run_id: "KILLED", live.info.run_id: "RUNNING", other.info.run_id: "RUNNING"}
+
+
+def test_a_killed_invocations_parent_is_closed_as_killed_not_finished_by_its_stages(store, monkeypatch):
+    """`make run` is one parent run owned by run_workflow.py and one Snakemake per DVC stage. A stage's Snakemake
+    ending (onsuccess) must leave the shared parent RUNNING: were it FINISHED, a later kill -9 of the owner would
+    leave nothing for the next invocation to close (the defect seen in tests/test_dvc.py's kill test)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store["tracking_uri"])
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # run_workflow.py
+    try:
+        monkeypatch.setenv(tracking.GROUP_ENV, "killed-invocation")
+        monkeypatch.setenv(tracking.OWNER_ENV, str(owner.pid))
+        with tracking.stage_run("stage1", store) as s1:
+            parent = s1.run.data.tags["mlflow.parentRunId"]
+        assert client.get_run(parent).data.tags["refine_iqa.pid"] == str(owner.pid)
+        tracking.finish_parent(store)  # the stage1 DVC stage's Snakemake ends: it does not own the parent
+        assert client.get_run(parent).info.status == "RUNNING"
+        with tracking.stage_run("stage2", store) as s2:  # the next DVC stage joins the same parent
+            assert s2.run.data.tags["mlflow.parentRunId"] == parent
+            owner.kill()  # kill -9 of the whole invocation
+            owner.wait()
+    finally:
+        owner.kill()
+        owner.wait()
+    # the next invocation, owned by this process: its first job closes the dead owner's parent as KILLED
+    monkeypatch.setenv(tracking.GROUP_ENV, "next-invocation")
+    monkeypatch.setenv(tracking.OWNER_ENV, str(os.getpid()))
+    with tracking.stage_run("stage2", store) as again:
+        new_parent = again.run.data.tags["mlflow.parentRunId"]
+    assert new_parent != parent and client.get_run(parent).info.status == "KILLED"
+    assert f"its process {owner.pid} was gone" in client.get_run(parent).data.tags["refine_iqa.closed_by"]
+    assert client.get_run(new_parent).info.status == "RUNNING"
+    tracking.finish_parent(store, "FINISHED")  # the owner closes its own parent, and only that one
+    assert client.get_run(new_parent).info.status == "FINISHED" and client.get_run(parent).info.status == "KILLED"
+    assert not (tracking.LOCK_DIR / tracking.PARENTS_DIR / "next-invocation").exists()
 
 
 def test_a_resumed_training_continues_its_run_and_models_are_registered(store, tmp_path, monkeypatch):

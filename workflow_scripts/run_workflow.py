@@ -6,8 +6,8 @@ Recovery needs no manual step: when .snakemake/locks holds locks but no live Sna
 repository (the run that took them was killed), the locks are stale and `snakemake --unlock` removes them.
 A live Snakemake here is left alone (and then `dvc repro` stops with Snakemake's LockException, correctly).
 Half-written outputs are re-run (`rerun-incomplete` in profiles/local); a killed training resumes from its
-checkpoint and continues its MLflow run; runs left RUNNING by dead processes are closed as KILLED when the
-next job starts (refine_iqa.tracking). Linux: liveness is read from /proc.
+checkpoint and continues its MLflow run; runs left RUNNING by dead processes (this script's parent run
+included) are closed as KILLED when the next job starts (refine_iqa.tracking). Linux: liveness is read from /proc.
 """
 
 from __future__ import annotations
@@ -15,7 +15,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+from refine_iqa import tracking
+from refine_iqa.config import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,11 +66,29 @@ def main(argv: list[str]) -> int:
         if subprocess.run(cmd, cwd=REPO).returncode != 0:
             return 1
     unlock_if_stale(REPO)
-    # One MLflow parent run per `make run` (every DVC stage's Snakemake joins it); this process owns it.
-    env = {**os.environ}
-    env.setdefault("REFINE_IQA_RUN_GROUP", f"run-{os.getpid()}-{int(__import__('time').time())}")
-    env.setdefault("REFINE_IQA_RUN_OWNER_PID", str(os.getpid()))
-    return subprocess.run([str(Path(py).parent / "dvc"), "repro", *argv], cwd=REPO, env=env).returncode
+    # One MLflow parent run per `make run`: every DVC stage's Snakemake joins it, and this process owns it, so
+    # it alone closes it (a Snakemake closing it would mark it FINISHED while later stages still run under it;
+    # a kill -9 of this process leaves it RUNNING, and the next run's first job closes it as KILLED).
+    os.environ.setdefault(tracking.GROUP_ENV, f"run-{os.getpid()}-{int(time.time())}")
+    os.environ.setdefault(tracking.OWNER_ENV, str(os.getpid()))
+    status = "KILLED"  # interrupted (Ctrl-C) unless dvc returns
+    try:
+        rc = subprocess.run([str(Path(py).parent / "dvc"), "repro", *argv], cwd=REPO).returncode
+        status = "FINISHED" if rc == 0 else "FAILED"
+    finally:
+        _finish_parent(status)
+    return rc
+
+
+def _finish_parent(status: str) -> None:
+    """Close this invocation's parent run, if a job opened one (the tracking URI is relative to the repo)."""
+    params = load_params(REPO / "params.yaml")
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        tracking.finish_parent(params["tracking"], status)
+    finally:
+        os.chdir(cwd)
 
 
 if __name__ == "__main__":

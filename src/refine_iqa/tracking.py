@@ -35,6 +35,7 @@ PARAMS_ENV = "REFINE_IQA_PARAMS_JSON"
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 RUN_ID_FILE = "mlflow_run.json"  # in a training's checkpoint folder: the run a resumed training continues
 LOCK_DIR = Path(".snakemake")
+PARENTS_DIR = "mlflow-parents"  # under LOCK_DIR: one file per group whose parent run was created (see finish_parent)
 # Snakemake's marker in folder outputs, added after the job: bookkeeping, not content (.dvcignore lists it too)
 DVC_IGNORED = frozenset({".snakemake_timestamp"})
 
@@ -256,6 +257,9 @@ def _parent_run_id(mlflow, client, experiment_id: str, group: str, lock_dir: Pat
         run = client.create_run(experiment_id, tags={"refine_iqa.group": group, "refine_iqa.parent": "true",
                                                      "mlflow.runName": f"workflow-{group}", **lineage_tags(),
                                                      **_process_tags(int(owner) if owner.isdigit() else None)})
+        from refine_iqa.io_utils import atomic_write_text
+
+        atomic_write_text(lock_dir / PARENTS_DIR / group, run.info.run_id)
         return run.info.run_id
 
 
@@ -299,18 +303,23 @@ def stage_run(stage: str, tracking: dict, params: dict | None = None, tags: dict
     client.set_terminated(sr.run_id, "FINISHED")
 
 
+def owns_parent() -> bool:
+    """Whether this process owns the current group's parent run (REFINE_IQA_RUN_OWNER_PID names it)."""
+    return os.environ.get(OWNER_ENV, str(os.getpid())) == str(os.getpid())
+
+
 def finish_parent(tracking: dict, status: str = "FINISHED") -> None:
-    """Close the parent run of the current group (Snakefile onsuccess/onerror)."""
+    """Close the parent run of the current group, when this process owns it (Snakefile onsuccess/onerror,
+    run_workflow.py after `dvc repro`). `make run` starts one Snakemake per DVC stage, all in one group owned by
+    run_workflow.py: a Snakemake that closed the shared parent would leave it FINISHED while later stages still
+    run under it, and a kill -9 then could not be seen (close_dead_runs closes RUNNING runs only)."""
     group = os.environ.get(GROUP_ENV)
-    if not (tracking.get("enabled") and group):
+    if not (tracking.get("enabled") and group and owns_parent()):
+        return
+    marker = LOCK_DIR / PARENTS_DIR / group  # written by the job that created the parent
+    if not marker.is_file():  # no job opened one: nothing to close, and no mlflow import (seconds)
         return
     from mlflow.tracking import MlflowClient
-    import mlflow
 
-    mlflow.set_tracking_uri(tracking["tracking_uri"])
-    exp = mlflow.get_experiment_by_name(tracking["experiment"])
-    if exp is None:
-        return
-    client = MlflowClient(tracking["tracking_uri"])
-    for r in client.search_runs([exp.experiment_id], filter_string=f"tags.`refine_iqa.group` = '{group}' and tags.`refine_iqa.parent` = 'true'"):
-        client.set_terminated(r.info.run_id, status)
+    MlflowClient(tracking["tracking_uri"]).set_terminated(marker.read_text().strip(), status)
+    marker.unlink(missing_ok=True)
