@@ -1,19 +1,23 @@
 """One GRPO step, the project's trainer against plain TRL on the same work, side by side, with a breakdown.
 
     .venv/bin/python benchmarks/bench_step.py [--shape embedded|rehearsal] [--stage 1|2] [--steps N]
-                                              [--prompts P] [--device cpu|cuda] [--json OUT.json]
+        [--prompts P] [--repeats R] [--off LEVER ...] [--device cpu|cuda] [--json OUT.json]
 
-Both trainers get the same model weights (a format-only warm start of the embedded model), the same samples,
-G, completion length, batch and seed. Plain TRL is `trl.GRPOTrainer` with the stage's answer and format
-rewards and TRL's default advantage; the project's is `RefineGRPOTrainer` through `run_grpo`: PD reward and
-modified advantage (PM) on for Stage-2, with the exact fast path (rl/fastpath.py). Shapes:
+Both trainers get the same model weights (a format-only warm start of the embedded model), the same samples
+through the same data path (rl/grpo.lazy_dataset), G, completion length, batch and seed. Plain TRL is
+`trl.GRPOTrainer` with the stage's reward functions and TRL's default advantage; the project's is
+`RefineGRPOTrainer` through `run_grpo` with the exact fast path (rl/fastpath.py; `--off` turns single levers
+off). Stage-2: think-mode scoring, answer + format rewards; the project adds the PD reward and the modified
+advantage (PM). Stage-1: description and grounding samples, all full-reference (two images per prompt), the
+project's Stage-1 reward functions in both trainers. Shapes:
   embedded   the embedded model (vocabulary ~1k) on 112 px images, 16 visual tokens an image;
   rehearsal  the same narrow layers with the real Qwen2.5-VL vocabulary (151,936 logits) and full-size
              1920x1080 photos (JPEG) shrunk by the processor to 256 visual tokens.
-Per run it prints the median step time (first step dropped), process CPU seconds per step, and where the time
-goes: image preprocessing (the image processor), vision tower forward, generation (HF generate, its vision
-prefill included), rewards (PD included), and loss forward + backward (training_step minus generation and
-scoring). The machine may be shared: compare the two runs of one invocation, not figures across invocations.
+Per run it prints the median step time and process CPU seconds per step (first step dropped unless it is the
+only one), their ratios, and where the time goes: image preprocessing (the image processor), vision tower
+forward, generation (HF generate, its vision prefill included), rewards (PD included), and loss forward +
+backward (training_step minus generation and scoring). The machine may be shared: compare the two trainers of
+one invocation (`--repeats` alternates them), prefer the CPU ratio, and not figures across invocations.
 """
 
 from __future__ import annotations
@@ -226,14 +230,18 @@ def run_one(kind: str, model, processor, samples, state, *, stage: int, settings
                 holder["undo"]()
     cpu = time.process_time() - cpu0
     rows = timers.steps[1:] if len(timers.steps) > 1 else timers.steps  # the first step warms caches up
-    step = [r.get("training_step", 0.0) for r in rows]
+    return summarize(kind, rows, cpu, len(timers.steps))
+
+
+def summarize(kind: str, rows: list[dict], cpu_total: float, steps: int) -> dict:
+    """Medians over the kept steps. A step's CPU seconds run from one step's end to the next (the first step
+    also counts trainer setup, so it is dropped unless it is the only one)."""
     parts = {p: statistics.median([r.get(p, 0.0) for r in rows]) for p in
              ("preprocess", "vision_forward", "generate", "rewards")}
     parts["loss_fwd_bwd"] = statistics.median([r.get("training_step", 0) - r.get("generate_and_score", 0) for r in rows])
-    # CPU seconds of a step: from one step's end to the next (the first counts trainer setup too: dropped).
-    return {"kind": kind, "median_step_s": statistics.median(step),
-            "median_step_cpu_s": statistics.median([r["cpu"] for r in rows]), "cpu_s_total": cpu,
-            "parts_s": parts, "steps": len(timers.steps)}
+    return {"kind": kind, "median_step_s": statistics.median([r.get("training_step", 0.0) for r in rows]),
+            "median_step_cpu_s": statistics.median([r["cpu"] for r in rows]), "cpu_s_total": cpu_total,
+            "parts_s": parts, "steps": steps, "rows": rows}
 
 
 def main(argv=None) -> int:
@@ -247,6 +255,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=1, help="run the pair of trainers this many times, alternating")
     ap.add_argument("--off", action="append", default=[], choices=LEVERS,
                     help="run the project's trainer with this fast-path lever off (repeatable), to measure it")
     ap.add_argument("--json")
@@ -270,12 +279,18 @@ def main(argv=None) -> int:
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         settings = grpo_settings(max_completion_length=args.completion, per_device_train_batch_size=batch,
                                  num_generations=args.generations)
-        runs = [run_one(kind, model, processor, samples, state, stage=args.stage, settings=settings,
-                        steps=args.steps, seed=args.seed, tmp=tmp, device=args.device, off=tuple(args.off))
-                for kind in ("trl", "project")]
-    trl, ours = runs
+        # Repeats alternate the two trainers (TRL, project, TRL, ...) so a change of the machine's load during
+        # the run falls on both; medians are over the kept steps of all repeats.
+        runs: dict = {"trl": [], "project": []}
+        for _ in range(args.repeats):
+            for kind in runs:
+                runs[kind].append(run_one(kind, model, processor, samples, state, stage=args.stage,
+                                          settings=settings, steps=args.steps, seed=args.seed, tmp=tmp,
+                                          device=args.device, off=tuple(args.off)))
+    trl, ours = (summarize(k, [row for r in rs for row in r["rows"]], sum(r["cpu_s_total"] for r in rs),
+                           sum(r["steps"] for r in rs)) for k, rs in runs.items())
     print(f"shape {args.shape}, stage {args.stage}, {prompts_per_step} prompts x G={args.generations}, "
-          f"{args.completion} tokens, device {args.device}, median of {args.steps - 1} steps"
+          f"{args.completion} tokens, device {args.device}, median of {len(trl['rows'])} steps"
           + (f", project levers off: {', '.join(args.off)}" if args.off else ""))
     print(f"{'part':16s} {'plain TRL':>10s} {'project':>10s}")
     for p in PARTS:
