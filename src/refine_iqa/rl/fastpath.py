@@ -2,8 +2,8 @@
 
 TRL repeats every prompt G times (one copy per rollout), so in one step each image is preprocessed G times
 for generation, G times again for the loss forward, and run through the vision tower G times in each of the
-generation prefill, the loss forward and the backward pass, although the G copies are identical. Two levers,
-both exact (they change where work happens, never what is computed):
+generation prefill, the loss forward and the backward pass, although the G copies are identical. The levers,
+all exact (they change where work happens, never what is computed):
 
 * `DedupImageProcessor` wraps the processor's image processor: identical images in one call are processed
   once and their rows repeated; results are kept in a small LRU cache keyed by image content, so the second
