@@ -1,19 +1,23 @@
 """One GRPO step, the project's trainer against plain TRL on the same work, side by side, with a breakdown.
 
     .venv/bin/python benchmarks/bench_step.py [--shape embedded|rehearsal] [--stage 1|2] [--steps N]
-                                              [--prompts P] [--device cpu|cuda] [--json OUT.json]
+        [--prompts P] [--repeats R] [--off LEVER ...] [--device cpu|cuda] [--json OUT.json]
 
-Both trainers get the same model weights (a format-only warm start of the embedded model), the same samples,
-G, completion length, batch and seed. Plain TRL is `trl.GRPOTrainer` with the stage's answer and format
-rewards and TRL's default advantage; the project's is `RefineGRPOTrainer` through `run_grpo`: PD reward and
-modified advantage (PM) on for Stage-2, with the exact fast path (rl/fastpath.py). Shapes:
+Both trainers get the same model weights (a format-only warm start of the embedded model), the same samples
+through the same data path (rl/grpo.lazy_dataset), G, completion length, batch and seed. Plain TRL is
+`trl.GRPOTrainer` with the stage's reward functions and TRL's default advantage; the project's is
+`RefineGRPOTrainer` through `run_grpo` with the exact fast path (rl/fastpath.py; `--off` turns single levers
+off). Stage-2: think-mode scoring, answer + format rewards; the project adds the PD reward and the modified
+advantage (PM). Stage-1: description and grounding samples, all full-reference (two images per prompt), the
+project's Stage-1 reward functions in both trainers. Shapes:
   embedded   the embedded model (vocabulary ~1k) on 112 px images, 16 visual tokens an image;
   rehearsal  the same narrow layers with the real Qwen2.5-VL vocabulary (151,936 logits) and full-size
              1920x1080 photos (JPEG) shrunk by the processor to 256 visual tokens.
-Per run it prints the median step time (first step dropped), process CPU seconds per step, and where the time
-goes: image preprocessing (the image processor), vision tower forward, generation (HF generate, its vision
-prefill included), rewards (PD included), and loss forward + backward (training_step minus generation and
-scoring). The machine may be shared: compare the two runs of one invocation, not figures across invocations.
+Per run it prints the median step time and process CPU seconds per step (first step dropped unless it is the
+only one), their ratios, and where the time goes: image preprocessing (the image processor), vision tower
+forward, generation (HF generate, its vision prefill included), rewards (PD included), and loss forward +
+backward (training_step minus generation and scoring). The machine may be shared: compare the two trainers of
+one invocation (`--repeats` alternates them), prefer the CPU ratio, and not figures across invocations.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from refine_iqa.rl.warmstart import warm_start  # noqa: E402
 
 PM = {"delta": 0.02, "sigma_min": 0.1, "eps": 1e-4}
 REAL_VOCAB = 151_936
+LEVERS = ("vision", "preprocessing", "shared_prompt", "compact_head")  # rl/fastpath.fast_vlm's switches
 PARTS = ("preprocess", "vision_forward", "generate", "rewards", "loss_fwd_bwd")
 
 
@@ -56,6 +61,7 @@ class Timers:
         self.steps: list[dict] = []
         self.current = defaultdict(float)
         self._depth = defaultdict(int)
+        self._cpu = time.process_time()  # process CPU seconds at the last step boundary
 
     @contextmanager
     def part(self, name):
@@ -69,7 +75,9 @@ class Timers:
                 self.current[name] += time.perf_counter() - t0
 
     def end_step(self):
-        self.steps.append(dict(self.current))
+        cpu = time.process_time()
+        self.steps.append({**self.current, "cpu": cpu - self._cpu})
+        self._cpu = cpu
         self.current = defaultdict(float)
 
 
@@ -134,32 +142,51 @@ class StepEnd:
         raise AttributeError(name)
 
 
-def make_data(root: Path, shape: str, n: int, seed: int) -> list[dict]:
-    """Scoring records (brightness score) at the shape's image size, written as real files."""
+def make_data(root: Path, shape: str, n: int, seed: int, stage: int = 2) -> list[dict]:
+    """Stage-2: scoring records (brightness score). Stage-1: perception items (a reference and its copy with
+    one box darkened or brightened, the exposure families). Images at the shape's size, written as files."""
     rng = np.random.default_rng(seed)
     h, w = (112, 112) if shape == "embedded" else (1080, 1920)
+    ext = "png" if shape == "embedded" else "jpg"
     recs = []
     for i in range(n):
         level = rng.uniform(0.05, 0.95)
         img = np.clip(rng.normal(level * 255, 40, (h, w, 3)), 0, 255).astype(np.uint8)
-        path = root / f"img-{i:03d}.{'png' if shape == 'embedded' else 'jpg'}"
+        path = root / f"img-{i:03d}.{ext}"
         save_image(path, img)
-        recs.append({"id": f"b{i}", "image_path": str(path), "mos_scaled": round(min(5 * level, 4.9), 1)})
+        if stage == 2:
+            recs.append({"id": f"b{i}", "image_path": str(path), "mos_scaled": round(min(5 * level, 4.9), 1)})
+            continue
+        family = ("darken", "brighten")[i % 2]
+        x1, y1 = int(rng.integers(0, w // 3)), int(rng.integers(0, h // 3))
+        box = [x1, y1, x1 + w // 2, y1 + h // 2]
+        dist = img.astype(np.int16)
+        dist[y1:box[3], x1:box[2]] += -80 if family == "darken" else 80
+        dist_path = root / f"dist-{i:03d}.{ext}"
+        save_image(dist_path, np.clip(dist, 0, 255).astype(np.uint8))
+        obj = ("cat", "car", "tree", "house")[i % 4]
+        recs.append({"id": f"p{i}", "ref_path": str(path), "dist_path": str(dist_path), "objects": [obj, "sky"],
+                     "object": obj, "box": box, "family": family, "type": f"{family}.shift_hsv", "level": 5,
+                     "width": w, "height": h})
     return recs
 
 
-def samples_for(recs, *, stage: int, think: bool):
-    from refine_iqa.rl.samples import build_stage2
+def samples_for(recs, processor, *, stage: int, think: bool, seed: int):
+    """Stage-2: think-mode scoring samples. Stage-1: description and grounding in equal parts, all
+    full-reference (two images per prompt: the heavier setting)."""
+    from refine_iqa.rl.samples import build_stage1_train, build_stage2
 
     if stage == 2:
         return build_stage2(recs, think=think)
-    raise NotImplementedError
+    return build_stage1_train(recs, processor, task_mix={"description": 1, "grounding": 1}, fr_fraction=1.0,
+                              seed=seed)
 
 
 def run_one(kind: str, model, processor, samples, state, *, stage: int, settings: dict, steps: int, seed: int,
-            tmp: Path, device: str) -> dict:
-    from datasets import Dataset
+            tmp: Path, device: str, off: tuple = ()) -> dict:
     from trl import GRPOTrainer
+
+    from refine_iqa.rl.grpo import lazy_dataset
 
     tags = prompts.get_tag_style("paper")
     model.load_state_dict(state)
@@ -173,7 +200,8 @@ def run_one(kind: str, model, processor, samples, state, *, stage: int, settings
     cpu0 = time.process_time()
     if kind == "trl":
         args = grpo_config(settings, out_dir=tmp / "trl-out", seed=seed, device=device)
-        trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(samples),
+        # The same training data path as run_grpo (paths decoded and shrunk per batch): only the trainer differs.
+        trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=lazy_dataset(samples, processor),
                               processing_class=processor, callbacks=[StepEnd(timers)])
         done = instrument(trainer, model, processor, timers)
         try:
@@ -195,24 +223,31 @@ def run_one(kind: str, model, processor, samples, state, *, stage: int, settings
             run_grpo(model, processor, samples, funcs, settings, seed=seed, curve_path=tmp / f"{kind}.jsonl",
                      device=device, reward_weights=weights, pm=PM if stage == 2 else None,
                      correct_from=("answer_reward", "format_reward") if stage == 2 else None,
-                     think_tags=tags if stage == 2 else None, bind=bind, on_trainer=on_trainer)
+                     think_tags=tags if stage == 2 else None, bind=bind, on_trainer=on_trainer,
+                     fast={lever: False for lever in off} or True)
         finally:
             if "undo" in holder:
                 holder["undo"]()
     cpu = time.process_time() - cpu0
     rows = timers.steps[1:] if len(timers.steps) > 1 else timers.steps  # the first step warms caches up
-    step = [r.get("training_step", 0.0) for r in rows]
+    return summarize(kind, rows, cpu, len(timers.steps))
+
+
+def summarize(kind: str, rows: list[dict], cpu_total: float, steps: int) -> dict:
+    """Medians over the kept steps. A step's CPU seconds run from one step's end to the next (the first step
+    also counts trainer setup, so it is dropped unless it is the only one)."""
     parts = {p: statistics.median([r.get(p, 0.0) for r in rows]) for p in
              ("preprocess", "vision_forward", "generate", "rewards")}
     parts["loss_fwd_bwd"] = statistics.median([r.get("training_step", 0) - r.get("generate_and_score", 0) for r in rows])
-    return {"kind": kind, "median_step_s": statistics.median(step), "cpu_s_per_step": cpu / max(len(timers.steps), 1),
-            "parts_s": parts, "steps": len(timers.steps)}
+    return {"kind": kind, "median_step_s": statistics.median([r.get("training_step", 0.0) for r in rows]),
+            "median_step_cpu_s": statistics.median([r["cpu"] for r in rows]), "cpu_s_total": cpu_total,
+            "parts_s": parts, "steps": steps, "rows": rows}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shape", choices=("embedded", "rehearsal"), default="embedded")
-    ap.add_argument("--stage", type=int, choices=(2,), default=2)
+    ap.add_argument("--stage", type=int, choices=(1, 2), default=2)
     ap.add_argument("--steps", type=int, default=5, help="GRPO steps per trainer (the first is dropped)")
     ap.add_argument("--prompts", type=int, default=0, help="prompts per step (default: 16 embedded, 2 rehearsal)")
     ap.add_argument("--generations", type=int, default=8)
@@ -220,6 +255,9 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=1, help="run the pair of trainers this many times, alternating")
+    ap.add_argument("--off", action="append", default=[], choices=LEVERS,
+                    help="run the project's trainer with this fast-path lever off (repeatable), to measure it")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -228,10 +266,11 @@ def main(argv=None) -> int:
     max_pixels = 28 * 28 * 16 if args.shape == "embedded" else 28 * 28 * 256
     with tempfile.TemporaryDirectory(prefix="bench-step-") as tmp:
         tmp = Path(tmp)
+        (tmp / "data").mkdir()
         recs = make_data(tmp / "data", args.shape, max(2 * prompts_per_step, 32 if args.shape == "embedded" else 8),
-                         args.seed)
+                         args.seed, stage=args.stage)
         model, processor = tiny_model(tmp / "model", seed=args.seed, max_pixels=max_pixels)
-        samples = samples_for(recs, stage=args.stage, think=True)
+        samples = samples_for(recs, processor, stage=args.stage, think=True, seed=args.seed)
         warm_start(model, processor, samples, steps=40, learning_rate=3e-3, batch_size=16, seed=args.seed,
                    think_words=4)
         if args.shape == "rehearsal":
@@ -240,21 +279,31 @@ def main(argv=None) -> int:
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         settings = grpo_settings(max_completion_length=args.completion, per_device_train_batch_size=batch,
                                  num_generations=args.generations)
-        runs = [run_one(kind, model, processor, samples, state, stage=args.stage, settings=settings,
-                        steps=args.steps, seed=args.seed, tmp=tmp, device=args.device)
-                for kind in ("trl", "project")]
-    trl, ours = runs
+        # Repeats alternate the two trainers (TRL, project, TRL, ...) so a change of the machine's load during
+        # the run falls on both; medians are over the kept steps of all repeats.
+        runs: dict = {"trl": [], "project": []}
+        for _ in range(args.repeats):
+            for kind in runs:
+                runs[kind].append(run_one(kind, model, processor, samples, state, stage=args.stage,
+                                          settings=settings, steps=args.steps, seed=args.seed, tmp=tmp,
+                                          device=args.device, off=tuple(args.off)))
+    trl, ours = (summarize(k, [row for r in rs for row in r["rows"]], sum(r["cpu_s_total"] for r in rs),
+                           sum(r["steps"] for r in rs)) for k, rs in runs.items())
     print(f"shape {args.shape}, stage {args.stage}, {prompts_per_step} prompts x G={args.generations}, "
-          f"{args.completion} tokens, device {args.device}, median of {args.steps - 1} steps")
+          f"{args.completion} tokens, device {args.device}, median of {len(trl['rows'])} steps"
+          + (f", project levers off: {', '.join(args.off)}" if args.off else ""))
     print(f"{'part':16s} {'plain TRL':>10s} {'project':>10s}")
     for p in PARTS:
         print(f"{p:16s} {trl['parts_s'][p]:10.3f} {ours['parts_s'][p]:10.3f}")
     print(f"{'step':16s} {trl['median_step_s']:10.3f} {ours['median_step_s']:10.3f}")
     ratio = ours["median_step_s"] / trl["median_step_s"]
-    print(f"step time ratio project / plain TRL: {ratio:.2f}x (CPU s per step {trl['cpu_s_per_step']:.2f} vs "
-          f"{ours['cpu_s_per_step']:.2f})")
+    cpu_ratio = ours["median_step_cpu_s"] / trl["median_step_cpu_s"]
+    print(f"{'step CPU s':16s} {trl['median_step_cpu_s']:10.3f} {ours['median_step_cpu_s']:10.3f}")
+    print(f"ratio project / plain TRL: wall {ratio:.2f}x, CPU {cpu_ratio:.2f}x (load average "
+          f"{os.getloadavg()[0]:.1f} at the end)")
     if args.json:
-        atomic_write_json(args.json, {"args": vars(args), "ratio": ratio, "trl": trl, "project": ours})
+        atomic_write_json(args.json, {"args": vars(args), "ratio": ratio, "cpu_ratio": cpu_ratio, "trl": trl,
+                                      "project": ours})
     return 0
 
 

@@ -59,6 +59,18 @@ def test_dedup_processor_equals_processor(tiny):
     assert torch.equal(again["pixel_values"], plain["pixel_values"])
 
 
+def _positional(model):
+    """A random tiny model attends almost uniformly, so wrong positions or a wrong cache would barely move its
+    output: scale the language model's q/k projections so attention depends on position and content."""
+    with torch.no_grad():
+        for layer in model.model.language_model.layers:
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj):
+                proj.weight.mul_(30.0)
+                if proj.bias is not None:
+                    proj.bias.mul_(30.0)
+    return model
+
+
 def _grpo_trainer(model, processor, samples, tmp_path):
     from datasets import Dataset
 
@@ -80,14 +92,7 @@ def test_one_grpo_loss_and_gradients_equal_plain_trl(tiny_model_dir, tmp_path):
 
     torch.manual_seed(0)
     model, processor = load_model_and_processor(tiny_model_dir)
-    # A random tiny model attends almost uniformly, so wrong positions or a wrong cache would barely move its
-    # output: scale the language model's q/k projections so attention depends on position and content.
-    with torch.no_grad():
-        for layer in model.model.language_model.layers:
-            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj):
-                proj.weight.mul_(30.0)
-                if proj.bias is not None:
-                    proj.bias.mul_(30.0)
+    _positional(model)
     text = prompts.score_prompt(think=True)
     samples = [{"prompt": prompts.build_messages(text, 1), "images": [im], "mos_scaled": s, "think": True}
                for im, s in zip(_images(1, sizes=[(112, 112), (112, 112), (84, 140)]), (1.0, 2.5, 4.0))]
@@ -109,10 +114,18 @@ def test_one_grpo_loss_and_gradients_equal_plain_trl(tiny_model_dir, tmp_path):
         return loss.detach(), {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
 
     plain_loss, plain_grads = loss_and_grads()
-    with fast_vlm(model, processor):
+    import trl.trainer.utils as trl_utils
+
+    head_rows = []  # positions TRL's fused LM head projects through the vocabulary
+    head = trl_utils._ChunkedLogProbFunction
+    with fast_vlm(model, processor), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(trl_utils, "_ChunkedLogProbFunction",
+                   type("Counted", (), {"apply": staticmethod(lambda h, *a: head_rows.append(h.shape[0]) or head.apply(h, *a))}))
         fast_loss, fast_grads = loss_and_grads()
         stats = model.model._refine_vision_dedup_stats
         shared = model.model._refine_prompt_share_stats
+    # The compact head scores the completion tokens only (TRL's CPU path scores all 12 x (L - 1) positions).
+    assert head_rows == [int(inputs["completion_mask"].sum())]
     assert stats["images"] == 3 and stats["computed"] == 3  # the prompt forward sees one copy of each image
     assert shared == {"rows": 12, "prompts": 3}  # 12 rollouts, 3 distinct prompts: the prompt ran 3 times
     assert torch.allclose(fast_loss, plain_loss, rtol=1e-5, atol=1e-7)
@@ -125,19 +138,58 @@ def test_one_grpo_loss_and_gradients_equal_plain_trl(tiny_model_dir, tmp_path):
     assert not hasattr(model.model, "_refine_vision_dedup_stats")  # restored after the block
 
 
-@pytest.mark.parametrize("vision,preprocessing,shared", [(True, False, False), (False, True, False),
-                                                         (False, False, True)])
-def test_levers_switch_independently(tiny_model_dir, vision, preprocessing, shared):
+@pytest.mark.parametrize("vision,preprocessing,shared,compact", [(True, False, False, False),
+                                                                 (False, True, False, False),
+                                                                 (False, False, True, False),
+                                                                 (False, False, False, True)])
+def test_levers_switch_independently(tiny_model_dir, vision, preprocessing, shared, compact):
+    import trl.trainer.utils as trl_utils
+
     from refine_iqa.model.loading import load_model_and_processor
 
     model, processor = load_model_and_processor(tiny_model_dir)
-    original = processor.image_processor
-    with fast_vlm(model, processor, vision=vision, preprocessing=preprocessing, shared_prompt=shared):
+    original, original_switch = processor.image_processor, trl_utils._use_triton
+    cpu = torch.device("cpu")
+    assert original_switch(cpu) is False  # TRL scores every position on the CPU: what the compact lever changes
+    with fast_vlm(model, processor, vision=vision, preprocessing=preprocessing, shared_prompt=shared,
+                  compact_head=compact):
         assert isinstance(processor.image_processor, DedupImageProcessor) is preprocessing
         assert ("get_image_features" in model.model.__dict__) is vision
         assert ("forward" in model.model.__dict__) is shared
-    assert processor.image_processor is original
+        assert trl_utils._use_triton(cpu) is compact
+    assert processor.image_processor is original and trl_utils._use_triton is original_switch
     assert "get_image_features" not in model.model.__dict__ and "forward" not in model.model.__dict__
+
+
+def test_pd_teacher_forcing_shares_prompts_exactly(tiny_model_dir):
+    """PD's batch mixes prompts on one image (the no-think reference and the think rollouts) and images of two
+    sizes; with the fast path its rows of one prompt run that prompt once, and every digit probability equals
+    the plain forward's. Grouping rows by image alone (ignoring the prompt's tokens) fails it (checked once)."""
+    from refine_iqa.model.loading import load_model_and_processor
+    from refine_iqa.rl.pd import TeacherForcer, _with_text
+
+    model, processor = load_model_and_processor(tiny_model_dir)
+    _positional(model)
+    forcer = TeacherForcer(processor, chunk_size=16)
+    no_think = prompts.score_prompt(think=False)
+    items = []
+    for im, answers in zip(_images(3, sizes=[(112, 112), (84, 140)]), (("1.2", "3.4", "0.7"), ("4.1", "2.9"))):
+        think = prompts.build_messages(prompts.score_prompt(think=True), 1)
+        think[0]["content"][0]["image"] = im
+        ref = "[answer]Score: 2.5[/answer]"
+        items.append(forcer.item(_with_text(think, no_think), ref, (15, 18)))
+        for k, a in enumerate(answers):  # completions of different lengths (right padding)
+            text = f"[think]{'sharp ' * (k + 1)}image[/think][answer]Score: {a}[/answer]"
+            items.append(forcer.item(think, text, (text.index(a), text.index(a) + 3)))
+    plain = forcer.digit_probs(model, items)
+    with fast_vlm(model, processor):
+        fast = forcer.digit_probs(model, items)
+        shared = dict(model.model._refine_prompt_share_stats)
+    assert shared == {"rows": 7, "prompts": 4}  # 2 images x (reference prompt, think prompt)
+    assert [len(z) for z in fast] == [len(z) for z in plain] == [2] * 7
+    lp, lf = torch.tensor(plain).log(), torch.tensor(fast).log()
+    assert torch.allclose(lf, lp, atol=1e-4), (lp, lf)
+    assert (lp.max() - lp.min()).item() > 0.1  # the model's digit probabilities differ between rows
 
 
 def test_shared_prefill_generation_equals_plain_generate(tiny_model_dir):
@@ -148,12 +200,7 @@ def test_shared_prefill_generation_equals_plain_generate(tiny_model_dir):
     from refine_iqa.rl.fastpath import shared_prompt_generate
 
     model, processor = load_model_and_processor(tiny_model_dir)
-    with torch.no_grad():  # position-sensitive attention, as in the loss test
-        for layer in model.model.language_model.layers:
-            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj):
-                proj.weight.mul_(30.0)
-                if proj.bias is not None:
-                    proj.bias.mul_(30.0)
+    _positional(model)  # position-sensitive attention, as in the loss test
     imgs = _images(2, sizes=[(112, 112), (84, 140)])
     texts = [processor.apply_chat_template(prompts.build_messages(prompts.score_prompt(think=t), 1),
                                            add_generation_prompt=True, tokenize=False) for t in (True, False)]

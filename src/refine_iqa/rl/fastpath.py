@@ -2,8 +2,8 @@
 
 TRL repeats every prompt G times (one copy per rollout), so in one step each image is preprocessed G times
 for generation, G times again for the loss forward, and run through the vision tower G times in each of the
-generation prefill, the loss forward and the backward pass, although the G copies are identical. Two levers,
-both exact (they change where work happens, never what is computed):
+generation prefill, the loss forward and the backward pass, although the G copies are identical. The levers,
+all exact (they change where work happens, never what is computed):
 
 * `DedupImageProcessor` wraps the processor's image processor: identical images in one call are processed
   once and their rows repeated; results are kept in a small LRU cache keyed by image content, so the second
@@ -20,6 +20,16 @@ both exact (they change where work happens, never what is computed):
   states equal the full forward's; autograd sums the G completions' gradients into the shared prompt. It is
   active only inside `RefineGRPOTrainer`'s log-prob computation (`prompt_length` set) and only without
   activation checkpointing (which drops the cache); otherwise the plain forward runs.
+
+* `compact_lm_head` (loss forward): TRL's fused LM head scores only the completion positions on CUDA, but on
+  other devices it projects EVERY position of the sequence (prompt included) through the head, forward and
+  backward, and zeroes the prompt's values afterwards (TRL's reason: tile shapes that change per batch
+  recompile on XLA/Neuron, which this project does not use). With the prompt most of each sequence and a
+  151,936-row head, that is most of the loss's work. The lever takes TRL's own compact branch on the CPU too;
+  the scored positions get the same values and the others the same zeros.
+
+The PD reward's teacher forcing (rl/pd.py) uses the shared-prompt forward as well: its rows of one prompt
+(the correct rollouts; the no-think reference has its own prompt) share their prompt block.
 
 `fast_vlm(model, processor)` turns them on for the duration of a `with` block and restores the originals.
 """
@@ -303,10 +313,31 @@ def shared_prompt_generate(model):
     return _install(model, "generate", generate, "_refine_prefill_share_stats", stats)
 
 
+def compact_lm_head():
+    """Make TRL's fused LM head score only the labelled positions on every device (see the module doc);
+    returns an undo(). A TRL without that switch is left as it is."""
+    import trl.trainer.utils as trl_utils
+
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None:
+        return lambda: None
+    # Only trl.trainer.utils' name is replaced (its one use: the compact-or-not choice of the fused head); the
+    # kernel module keeps its own, so the CPU still folds tiles in torch.
+    trl_utils._use_triton = lambda device: True
+
+    def undo():
+        trl_utils._use_triton = original
+
+    return undo
+
+
 @contextmanager
-def fast_vlm(model, processor, *, vision: bool = True, preprocessing: bool = True, shared_prompt: bool = True):
+def fast_vlm(model, processor, *, vision: bool = True, preprocessing: bool = True, shared_prompt: bool = True,
+             compact_head: bool = True):
     """The levers for the duration of the block (training), restored afterwards (saving, evaluation)."""
     undo = []
+    if compact_head:
+        undo.append(compact_lm_head())
     if vision:
         undo.append(dedup_vision_tower(model))
     if shared_prompt:

@@ -301,7 +301,7 @@ def run_grpo(model, processor, samples: list[dict], reward_funcs: list, settings
              pm: dict | None = None, correct_from: tuple[str, str] | None = None, think_tags=None,
              on_log: Callable[[dict, int], None] | None = None, bind: list | None = None,
              checkpoint_dir: str | Path | None = None, resume_key_extra: dict | None = None, args=None,
-             on_checkpoints: Callable[[Path, bool], None] | None = None, fast: bool = True,
+             on_checkpoints: Callable[[Path, bool], None] | None = None, fast: bool | dict = True,
              on_trainer: Callable | None = None):
     """Train `model` in place on `samples`; returns the trainer (its state holds the log history).
 
@@ -311,7 +311,8 @@ def run_grpo(model, processor, samples: list[dict], reward_funcs: list, settings
     `training_args` when the caller made it before loading the model (ZeRO-3); built here otherwise.
     `on_checkpoints(folder, resumed)` is called once that is decided (the MLflow run follows the checkpoints:
     tracking.StageRun.attach_checkpoints). `fast` turns on the exact once-per-image preprocessing and vision
-    tower and the shared-prompt prefill and loss forward (rl/fastpath.py); `on_trainer(trainer)` is called
+    tower, the shared-prompt prefill and loss forward and the compact LM head (rl/fastpath.py; a dict switches
+    single levers: `fast_vlm`'s keywords); `on_trainer(trainer)` is called
     before training starts (benchmarks attach their timers there)."""
     every = checkpoint_every(settings, checkpoint_dir)
     dataset = lazy_dataset(samples, processor)  # paths; each batch decoded and shrunk when the trainer reads it
@@ -361,6 +362,6 @@ def run_grpo(model, processor, samples: list[dict], reward_funcs: list, settings
             print(f"[grpo] no checkpoint to resume; checkpoints every {every} steps in {out}", flush=True)
         if on_trainer is not None:
             on_trainer(trainer)
-        with fast_vlm(model, processor) if fast else nullcontext():
+        with fast_vlm(model, processor, **(fast if isinstance(fast, dict) else {})) if fast else nullcontext():
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
     return trainer

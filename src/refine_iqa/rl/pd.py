@@ -24,6 +24,7 @@ import torch
 from refine_iqa import parsing
 from refine_iqa import prompts as P
 from refine_iqa.rewards import answer_reward, completion_text, digit_prob_reward, pd_reward
+from refine_iqa.rl.fastpath import PROMPT_LENGTH
 from refine_iqa.rl.forcing import prompt_completion_inputs, to_device
 
 
@@ -148,8 +149,13 @@ class TeacherForcer:
             tok = list(it.digit_token_ids) or [0]
             rows[i] = torch.tensor((pos + pos[-1:] * k)[:k])  # short rows repeat their last entry
             targets[i] = torch.tensor((tok + tok[-1:] * k)[:k])
-        with checkpointing_off(model):
-            hidden = model.model(**to_device(inputs, device)).last_hidden_state
+        # The prompt block ends at prompt_len: with the fast path on (rl/fastpath.py), rows of one prompt run it once.
+        token = PROMPT_LENGTH.set(prompt_len)
+        try:
+            with checkpointing_off(model):
+                hidden = model.model(**to_device(inputs, device)).last_hidden_state
+        finally:
+            PROMPT_LENGTH.reset(token)
         picked = torch.take_along_dim(hidden, rows.to(hidden.device)[..., None], dim=1)  # (B, k, H)
         logp = token_log_probs(picked.reshape(-1, picked.shape[-1]), model.get_output_embeddings(),
                                targets.reshape(-1).to(hidden.device)).view(len(chunk), k)
