@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--steps must be at least 3 (the first step is dropped, a median needs two)")
     torch.set_num_threads(args.threads)
     # The run settings of the Stage-2 learnability test in think mode (docs/learnability.md).
-    settings = grpo_settings(max_completion_length=32)
+    settings = grpo_settings(max_completion_length=32, balanced_batches=False)  # the same prompts in both runs
     with tempfile.TemporaryDirectory(prefix="bench-pd-") as tmp:
         tmp = Path(tmp)
         build_brightness_set(tmp / "data", n_train=64, n_test=0, seed=args.seed, size=112)

@@ -277,8 +277,9 @@ def main(argv=None) -> int:
             model.resize_token_embeddings(REAL_VOCAB)  # the real model's logits width
         model.to(args.device)
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        # balanced_batches off: plain TRL shuffles, and both trainers must see the same prompts each step
         settings = grpo_settings(max_completion_length=args.completion, per_device_train_batch_size=batch,
-                                 num_generations=args.generations)
+                                 num_generations=args.generations, balanced_batches=False)
         # Repeats alternate the two trainers (TRL, project, TRL, ...) so a change of the machine's load during
         # the run falls on both; medians are over the kept steps of all repeats.
         runs: dict = {"trl": [], "project": []}

@@ -40,7 +40,8 @@ def grpo_settings(**overrides) -> dict:
     base = dict(learning_rate=1e-3, lr_scheduler_type="constant", warmup_epochs=0.0, weight_decay=0.0,
                 num_train_epochs=1000, max_steps=300, per_device_train_batch_size=32,
                 gradient_accumulation_steps=1, num_generations=8, max_completion_length=16, temperature=1.0,
-                epsilon=0.2, beta=0.0, bf16=False, gradient_checkpointing=False, logging_steps=1)
+                epsilon=0.2, beta=0.0, bf16=False, gradient_checkpointing=False, logging_steps=1,
+                balanced_batches=True)  # each step balanced over the answer classes (docs/learnability.md)
     unknown = set(overrides) - set(base)
     if unknown:
         raise KeyError(f"unknown GRPO settings {sorted(unknown)}")
@@ -149,9 +150,11 @@ def _index(split: str, i: int, attempt: int) -> int:
 
 STAGE1_N_TRAIN, STAGE1_N_TEST = 200, 64
 STAGE1_WARM = dict(steps=150, learning_rate=3e-3, batch_size=32)
-# 64 rollouts a step = 16 images x G=4. With few images a step (4 at batch 32, G=8) the batch is often
-# lopsided (3 dark, 1 bright): the family's bias takes a random walk and the policy settles on one word before
-# it uses the image. Temperatures above 1 fill the object field with garbage and collapse it too.
+# 64 rollouts a step = 16 images x G=4, each step's images balanced over the two families (balanced_batches,
+# rl/sampling.py). With few images a step (4 at batch 32, G=8) a randomly drawn batch is often lopsided
+# (3 dark, 1 bright): the family's bias takes a random walk and the policy settles on one word before it uses
+# the image; 16 random images only slow that walk (an untried seed collapsed), balancing removes it.
+# Temperatures above 1 fill the object field with garbage and collapse it too.
 STAGE1_GRPO = grpo_settings(max_steps=250, learning_rate=1e-3, per_device_train_batch_size=64, num_generations=4,
                             max_completion_length=16, temperature=1.0)
 
