@@ -5,10 +5,12 @@ subcommand for the shell-launched training rules). Everything else is DERIVED fr
 analysis, so it cannot drift from the code:
 
 - `step_modules(step)`: the package files the step runs, found by walking imports from its entry (the
-  workflow script, or the CLI command function) transitively. `refine_iqa.stages`, `refine_iqa.cli` and
-  `refine_iqa.report` hold one function per step, so they are followed per FUNCTION (only what the called
-  function and the same-module helpers it names import); every other module is followed whole (every import
-  anywhere in the file, including imports inside functions).
+  workflow script, or the CLI command function) transitively. The modules of `refine_iqa.stages` (one per
+  rules file, plus `common`), `refine_iqa.cli` and `refine_iqa.report` hold one function per step, so they are
+  followed per FUNCTION (only what the called function imports, and the helpers it names: of its own module,
+  or imported by name from another per-function module); every other module is followed whole (every import
+  anywhere in the file, including imports inside functions). The `refine_iqa.stages` package resolves names
+  lazily, so step code importing it is refused: import from the defining module.
 - `step_config(step)`: the params keys the step reads, from the subscript chains on its `params` argument
   (`params["data"]["perception"]["curate"]`, also through aliases such as `per = params["data"]["perception"]`).
 - `code_version(step)`: a digest of those files' contents: the rules pass it as a param, so Snakemake re-runs a
