@@ -9,7 +9,7 @@ Subcommands:
   prepare    --work W --images N: the narrow model folder, N 4000x3000 photos, a perception manifest and
              scoring records pointing at them
   train      (under accelerate launch) --work W --stage stage1|stage2 --tag T: trains through
-             stages.train_stage1 / train_stage2, each rank writes W/figures/T-rank<k>.json (peak RSS, step times)
+             stages.stage1.train_stage1 / stages.stage2.train_stage2, each rank writes W/figures/T-rank<k>.json (peak RSS, step times)
   pd-memory  --work W: peak memory of one PD readout, the old full-vocabulary fp32 log_softmax over every
              completion position vs the new rows-only fp32 readout, same inputs (fresh process each)
   report     --work W: prints every figure and the RSS ratio between tags
@@ -97,7 +97,8 @@ def params(work: Path, steps: int, completion: int | None = None) -> dict:
 
 
 def train(work: Path, stage: str, tag: str, steps: int, completion: int | None = None) -> None:
-    from refine_iqa import stages
+    from refine_iqa.stages.stage1 import train_stage1
+    from refine_iqa.stages.stage2 import train_stage2
     from refine_iqa.rl.trainer import read_curve
 
     p = params(work, steps, completion)
@@ -105,9 +106,9 @@ def train(work: Path, stage: str, tag: str, steps: int, completion: int | None =
     curve = work / "curves" / f"{tag}-{stage}.jsonl"
     t0 = time.perf_counter()
     if stage == "stage1":
-        stages.train_stage1(p, work / "model", work / "manifest.jsonl", out, curve)
+        train_stage1(p, work / "model", work / "manifest.jsonl", out, curve)
     else:
-        stages.train_stage2(p, work / "model", work / "scoring_train.jsonl", out, curve)
+        train_stage2(p, work / "model", work / "scoring_train.jsonl", out, curve)
     rank = int(os.environ.get("RANK", "0"))
     rows = read_curve(curve) if rank == 0 else []
     fig = {"tag": tag, "stage": stage, "rank": rank, "world": int(os.environ.get("WORLD_SIZE", "1")),

@@ -131,7 +131,7 @@ def job_build_model(work: Path, k: int) -> dict:
 
 
 def job_scoring_eval(work: Path, k: int) -> dict:
-    from refine_iqa import stages
+    from refine_iqa.stages.evaluate import eval_scoring
     from refine_iqa.io_utils import write_jsonl
 
     photos = make_photos(work / "photos", k)
@@ -139,8 +139,8 @@ def job_scoring_eval(work: Path, k: int) -> dict:
     write_jsonl(test, [{"id": f"p{i}", "image_path": str(p), "mos": 1.0 + i % 4, "label": 1.0 + i % 4,
                         "mos_scaled": 1.0 + i % 4} for i, p in enumerate(photos)])
     t = time.perf_counter()
-    stages.eval_scoring(_params(work), work / "model", test, test.with_name("scoring.json"),
-                        test.with_name("preds.jsonl"), "tiny")
+    eval_scoring(_params(work), work / "model", test, test.with_name("scoring.json"),
+                 test.with_name("preds.jsonl"), "tiny")
     return {"items": k, "seconds": time.perf_counter() - t, "unit": "12 MP image (both modes)"}
 
 
@@ -207,13 +207,14 @@ def job_synthesize(work: Path, k: int) -> dict:
 
 
 def job_perception_eval(work: Path, k: int) -> dict:
-    from refine_iqa import stages
+    from refine_iqa.stages.common import perception_items
+    from refine_iqa.stages.evaluate import eval_perception
 
     manifest = work / f"synth-{k}" / "manifest.jsonl"
-    n = len(stages.perception_items(manifest, "test"))
+    n = len(perception_items(manifest, "test"))
     out = work / f"perception-{k}"
     t = time.perf_counter()
-    stages.eval_perception(_params(work), work / "model", manifest, out / "perception.json", out / "preds.jsonl", "tiny")
+    eval_perception(_params(work), work / "model", manifest, out / "perception.json", out / "preds.jsonl", "tiny")
     return {"items": n, "seconds": time.perf_counter() - t, "unit": "1080p item (all tasks, FR and NR)"}
 
 

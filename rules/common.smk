@@ -91,7 +91,7 @@ def stage2_variants():
 
 
 def stage2_init(wildcards):
-    from refine_iqa.stages import stage2_settings
+    from refine_iqa.stages.stage2 import stage2_settings
 
     init = stage2_settings(config, wildcards.variant)["init"]
     return f"{M}/stage1" if init == "stage1" else base_model_dir()

@@ -178,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-processes", type=int, required=True, help="what --num_processes asked accelerate for")
     args = ap.parse_args(argv)
 
-    from refine_iqa import cli, stages
+    from refine_iqa import cli
+    from refine_iqa.stages.stage2 import train_stage2
     from refine_iqa.io_utils import atomic_write_json
 
     # Read the launcher's environment, not accelerate's state: creating that state here (without cpu=True)
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     rec.current["pd_chunk_size"] = 1  # one forward per PD sequence: processes with fewer sequences must pad
     params = copy.deepcopy(cli._params(args.params))
     params["stage2"]["grpo"]["per_device_train_batch_size"] = STRADDLE_BATCH
-    stages.train_stage2(params, out / "stage1", args.scoring, out / "stage2_straddle", out / "stage2_straddle.jsonl")
+    train_stage2(params, out / "stage1", args.scoring, out / "stage2_straddle", out / "stage2_straddle.jsonl")
 
     atomic_write_json(out / "records" / f"rank{rank}.json", rec.stages)
     return 0

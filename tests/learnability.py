@@ -182,7 +182,7 @@ def run_stage1_recipe(tmp: str | Path, seed: int, *, grpo: dict | None = None, w
     test_items = exposure_items(tmp / "data", STAGE1_N_TEST, seed=seed, split="test")
     n_dark = sum(it["family"] == "darken" for it in test_items)
     model, processor = tiny_model(tmp / "model", seed=seed)
-    # Description task only, no-reference (one image): as refine_iqa.stages.train_stage1 builds it.
+    # Description task only, no-reference (one image): as refine_iqa.stages.stage1.train_stage1 builds it.
     train = build_stage1_train(train_items, processor, task_mix={"description": 1, "grounding": 0},
                                fr_fraction=0.0, seed=seed, tags=tags)
     test = [s for s in build_stage1_eval(test_items, processor, tags=tags)
@@ -223,7 +223,7 @@ def run_stage2_recipe(tmp: str | Path, seed: int, *, grpo: dict | None = None, w
     model, processor = tiny_model(tmp / "model", seed=seed)
     warm_start(model, processor, train, seed=seed, tags=tags, **warm)
     before = scoring_quality(model, processor, test, think=False, tags=tags)
-    # As refine_iqa.stages.train_stage2 wires it in no-think mode: answer + format rewards (lambdas 1, 1), the
+    # As refine_iqa.stages.stage2.train_stage2 wires it in no-think mode: answer + format rewards (lambdas 1, 1), the
     # modified advantage (PM) with correctness from those two; PD has no meaning without a think block.
     curve = tmp / "curve.jsonl"
     seed_all(seed)
@@ -238,7 +238,7 @@ def run_stage2_recipe(tmp: str | Path, seed: int, *, grpo: dict | None = None, w
 
 
 # Think mode with PD on (the main Stage-2 path): the brightness task with a think block before the score,
-# answer + format + PD rewards (lambdas 1, 1, 1) and the modified advantage, as stages.train_stage2 wires it.
+# answer + format + PD rewards (lambdas 1, 1, 1) and the modified advantage, as stages.stage2.train_stage2 wires it.
 STAGE2_THINK_WARM = dict(steps=150, learning_rate=3e-3, batch_size=32, think_words=4)
 STAGE2_THINK_GRPO = grpo_settings(max_steps=250, learning_rate=1e-3, per_device_train_batch_size=32,
                                   num_generations=8, max_completion_length=32, temperature=1.0)

@@ -1,6 +1,6 @@
 """Run under `accelerate launch --num_processes 2` with DeepSpeed ZeRO-3 switched on through accelerate's
 environment (ACCELERATE_USE_DEEPSPEED, ACCELERATE_DEEPSPEED_CONFIG_FILE, ACCELERATE_DEEPSPEED_ZERO3_INIT):
-loads the model through the project's training path (`stages._load_for_training`) and records, per process,
+loads the model through the project's training path (`stages.common._load_for_training`) and records, per process,
 what tests/test_loading.py checks:
 
   {"rank", "local_rank", "cuda_device" (what `compute.device: cuda` would mean here),
@@ -29,7 +29,7 @@ def main() -> None:
     import transformers
     from transformers.integrations import is_deepspeed_zero3_enabled
 
-    from refine_iqa import stages
+    from refine_iqa.stages.common import _load_for_training
     from refine_iqa.model.loading import local_device
 
     seen = []
@@ -41,7 +41,7 @@ def main() -> None:
 
     transformers.AutoModelForImageTextToText.from_pretrained = classmethod(recording)
     params = json.loads(Path(a.params).read_text())
-    args, model, _ = stages._load_for_training(params, a.model, "cpu", params["stage2"]["grpo"], None)
+    args, model, _ = _load_for_training(params, a.model, "cpu", params["stage2"]["grpo"], None)
     rows = [[n, p.numel(), int(getattr(p, "ds_numel", p.numel())), int(p.ds_tensor.numel()) if hasattr(p, "ds_tensor") else None]
             for n, p in model.named_parameters()]
     rec = {"rank": int(os.environ["RANK"]), "local_rank": int(os.environ["LOCAL_RANK"]),

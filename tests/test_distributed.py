@@ -65,7 +65,7 @@ def _manifest(out: Path) -> Path:
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory, tiny_model_dir):
     """Prepare data, warm-start the tiny model (so rollouts parse and rewards vary), launch the worker."""
-    from refine_iqa import stages
+    from refine_iqa.stages.model import warm_start
     from refine_iqa.config import load_params
     from refine_iqa.data.scoring_set import build_brightness_set
     from refine_iqa.io_utils import atomic_write_json
@@ -81,7 +81,7 @@ def launched(tmp_path_factory, tiny_model_dir):
     manifest = _manifest(work)
     build_brightness_set(work / "scoring", n_train=8, n_test=2, seed=0, size=112)
     scoring = work / "scoring" / "scoring_train.jsonl"
-    stages.warm_start(params, tiny_model_dir, manifest, scoring, work / "warm", work / "warm.jsonl")
+    warm_start(params, tiny_model_dir, manifest, scoring, work / "warm", work / "warm.jsonl")
     t1 = time.perf_counter()
 
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE_CONFIG),

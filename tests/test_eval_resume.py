@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from refine_iqa import generation, stages
+from refine_iqa import generation
 from refine_iqa.config import load_params
 from refine_iqa.eval.journal import PredictionJournal
 from refine_iqa.io_utils import write_jsonl
+from refine_iqa.stages import evaluate
 
 
 class Killed(Exception):
@@ -89,14 +90,14 @@ def test_eval_scoring_job_killed_mid_dataset_resumes(tiny_model_dir, brightness_
                                          "evaluate": {"max_new_tokens": 6, "batch_size": 2}})
     write_jsonl(tmp_path / "test.jsonl", brightness_records[1][:6])
     args = (params, tiny_model_dir, tmp_path / "test.jsonl", tmp_path / "s.json", tmp_path / "preds.jsonl", "m")
-    real_progress = stages._progress
-    monkeypatch.setattr(stages, "_progress", lambda name: _kill_after(2))  # killed 2 batches into no-think
+    real_progress = evaluate._progress
+    monkeypatch.setattr(evaluate, "_progress", lambda name: _kill_after(2))  # killed 2 batches into no-think
     with pytest.raises(Killed):
-        stages.eval_scoring(*args)
+        evaluate.eval_scoring(*args)
     assert sum(counted["score"]) == 4
     counted["score"].clear()
-    monkeypatch.setattr(stages, "_progress", real_progress)
-    result = stages.eval_scoring(*args)
+    monkeypatch.setattr(evaluate, "_progress", real_progress)
+    result = evaluate.eval_scoring(*args)
     # no-think: the 2 items not finished; think: all 6. The 4 finished ones were not scored again.
     assert sum(counted["score"]) == 2 + 6
     assert result["datasets"]["synthetic"]["no_think"]["n"] == 6

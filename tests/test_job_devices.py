@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 from fixtures_iqa import write_koniq, write_spaq
 
-from refine_iqa import config, stages
+from refine_iqa import config
+from refine_iqa.stages.common import job_device
+from refine_iqa.stages.data import curate_shard, make_scenes
+from refine_iqa.stages.evaluate import eval_baselines
 from refine_iqa.data import quality
 from refine_iqa.io_utils import read_json, read_jsonl, save_image
 
@@ -30,11 +33,11 @@ def test_job_device_is_cuda_only_when_the_job_sees_a_gpu(monkeypatch):
     params = _paper()
     assert params["compute"]["device"] == "cuda"  # the paper's setting, unchanged
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert stages.job_device(params, "test") == "cpu"
+    assert job_device(params, "test") == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert stages.job_device(params, "test") == "cuda"
+    assert job_device(params, "test") == "cuda"
     params["compute"]["device"] = "cpu"
-    assert stages.job_device(params, "test") == "cpu"  # never cuda when the configuration says cpu
+    assert job_device(params, "test") == "cpu"  # never cuda when the configuration says cpu
 
 
 def test_metric_input_follows_pyiqa_protocol():
@@ -60,7 +63,7 @@ def test_paper_baselines_run_on_a_cpu_job_and_resume_per_dataset(tmp_path, monke
                                       "eval_datasets": ["koniq10k", "spaq"]}})
     assert params["compute"]["device"] == "cuda" and [b["metric"] for b in params["evaluate"]["baselines"]] == ["piqe", "entropy"]
     out = tmp_path / "results" / "baselines.json"
-    result = stages.eval_baselines(params, tmp_path / "unused.jsonl", out)
+    result = eval_baselines(params, tmp_path / "unused.jsonl", out)
     assert set(result) == {"piqe", "entropy"} and set(result["piqe"]) == {"koniq10k", "spaq"}
     assert read_json(out) == result
     cache = sorted(p.name for p in (tmp_path / "results" / "baselines.json.cache").iterdir())
@@ -69,17 +72,17 @@ def test_paper_baselines_run_on_a_cpu_job_and_resume_per_dataset(tmp_path, monke
     # A job killed before writing its result resumes from the per-dataset results: nothing is scored again.
     out.unlink()
     monkeypatch.setattr(quality, "metric_input", lambda *a: pytest.fail("scored again"))
-    assert stages.eval_baselines(params, tmp_path / "unused.jsonl", out) == result
+    assert eval_baselines(params, tmp_path / "unused.jsonl", out) == result
 
 
 def test_paper_curation_with_a_quality_metric_runs_on_a_cpu_job(tmp_path):
     scenes = tmp_path / "scenes"
-    stages.make_scenes(config.load_params(REPO / "params.yaml", {"data": {"perception": {"scenes": {"n_images": 6}}}}),
-                       scenes)
+    make_scenes(config.load_params(REPO / "params.yaml", {"data": {"perception": {"scenes": {"n_images": 6}}}}),
+                scenes)
     params = _paper(data={"perception": {
         "coco": {"annotations": str(scenes / "annotations.json"), "images": str(scenes / "images")},
         "curate": {"shards": 1, "quality": [{"metric": "piqe", "threshold": 101, "direction": "lower"}]}}})
     assert params["compute"]["device"] == "cuda" and params["data"]["perception"]["source"] == "coco"
-    stages.curate_shard(params, None, tmp_path / "curated", 0)
+    curate_shard(params, None, tmp_path / "curated", 0)
     kept = read_jsonl(tmp_path / "curated" / "curated.jsonl")
     assert len(kept) == 6 and all(set(r["quality"]) == {"piqe"} for r in kept)

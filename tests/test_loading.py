@@ -32,8 +32,8 @@ def test_local_device_follows_local_rank(monkeypatch):
 
 
 def test_training_args_come_before_the_model(monkeypatch, tiny_model_dir):
-    """stages._load_for_training creates the GRPOConfig (which sets up DeepSpeed) before from_pretrained."""
-    from refine_iqa import stages
+    """stages.common._load_for_training creates the GRPOConfig (which sets up DeepSpeed) before from_pretrained."""
+    from refine_iqa.stages.common import _load_for_training
     from refine_iqa.config import load_params
     from refine_iqa.model import loading
     from refine_iqa.rl import grpo
@@ -42,7 +42,7 @@ def test_training_args_come_before_the_model(monkeypatch, tiny_model_dir):
     monkeypatch.setattr(grpo, "grpo_config", lambda *a, **k: order.append("args") or "ARGS")
     monkeypatch.setattr(loading, "load_model_and_processor", lambda *a, **k: order.append("model") or ("M", "P"))
     params = load_params(ROOT / "params.yaml", overrides={"tracking": {"enabled": False}})
-    assert stages._load_for_training(params, tiny_model_dir, "cpu", params["stage2"]["grpo"], None) == ("ARGS", "M", "P")
+    assert _load_for_training(params, tiny_model_dir, "cpu", params["stage2"]["grpo"], None) == ("ARGS", "M", "P")
     assert order == ["args", "model"]
 
 

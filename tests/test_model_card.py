@@ -119,17 +119,17 @@ def test_evaluation_card_from_metrics(tmp_path, params):
 
 
 def test_build_model_writes_a_card_and_stays_loadable(tmp_path, params, tiny_model_dir, monkeypatch):
-    """The real hook: stages.build_model saves the model, then its card; from_pretrained still loads it.
+    """The real hook: stages.model.build_model saves the model, then its card; from_pretrained still loads it.
     (The build itself is replaced by a copy of the session's tiny model: building takes tens of seconds.)"""
     import shutil
 
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from refine_iqa import stages
+    from refine_iqa.stages.model import build_model
     from refine_iqa.model import build_tiny
 
     monkeypatch.setattr(build_tiny, "build_tiny_model", lambda out, **kw: shutil.copytree(tiny_model_dir, out))
-    out = stages.build_model(params, tmp_path / "tiny")
+    out = build_model(params, tmp_path / "tiny")
     meta, body = model_card.read_card(out)
     assert meta["refine_iqa"]["stage"] == "build" and "pipeline demonstration" in body
     assert f"seed: {params['model']['tiny']['seed']}" in body

@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 from fixtures_iqa import write_agiqa, write_csiq, write_kadid, write_koniq, write_livec, write_spaq
 
-from refine_iqa import config, stages
+from refine_iqa import config
+from refine_iqa.stages.common import scoring_eval_sets
+from refine_iqa.stages.data import scoring_set
+from refine_iqa.stages.evaluate import eval_scoring
 from refine_iqa.io_utils import read_json, read_jsonl, save_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,7 +77,7 @@ def test_paper_configuration_evaluates_on_native_dataset_folders(roots, tiny_mod
     assert params["stage2"]["grpo"]["learning_rate"] == 1e-6  # still the paper's hyper-parameters
 
     # Stage-2 training records: KonIQ official training set (validation and test left out) + SPAQ's 8:2 train.
-    assert stages.scoring_set(params, tmp_path / "scoring") == {"train": 5 + 16}
+    assert scoring_set(params, tmp_path / "scoring") == {"train": 5 + 16}
     train = read_jsonl(tmp_path / "scoring" / "scoring_train.jsonl")
     koniq = [r for r in train if r["dataset"] == "koniq10k"]
     assert sorted(Path(r["image_path"]).name for r in koniq) == [f"{1000000 + i}.jpg" for i in range(5)]
@@ -87,7 +90,7 @@ def test_paper_configuration_evaluates_on_native_dataset_folders(roots, tiny_mod
     assert read_jsonl(tmp_path / "scoring" / "scoring_test.jsonl") == []
 
     # Table 3 on every configured evaluation set, in both modes.
-    sets = stages.scoring_eval_sets(params, tmp_path / "scoring" / "scoring_test.jsonl")
+    sets = scoring_eval_sets(params, tmp_path / "scoring" / "scoring_test.jsonl")
     assert {k: len(v) for k, v in sets.items()} == {"koniq10k": 4, "spaq": 4, "livec": 6, "agiqa3k": 4,
                                                   "kadid10k": 4, "csiq": 6}
     assert {(Path(r["image_path"]).name, r["mos_scaled"]) for r in sets["koniq10k"]} == {
@@ -105,8 +108,8 @@ def test_paper_configuration_evaluates_on_native_dataset_folders(roots, tiny_mod
     assert all(r["mos_scaled"] == min(r["mos"], 4.9) for r in sets["agiqa3k"])
 
     out_json, preds_path = tmp_path / "eval" / "scoring.json", tmp_path / "eval" / "preds.jsonl"
-    result = stages.eval_scoring(params, tiny_model_dir, tmp_path / "scoring" / "scoring_test.jsonl", out_json,
-                                 preds_path, "tiny")
+    result = eval_scoring(params, tiny_model_dir, tmp_path / "scoring" / "scoring_test.jsonl", out_json,
+                          preds_path, "tiny")
     assert read_json(out_json)["model"] == "tiny" and set(read_json(out_json)["datasets"]) == set(DATASETS)
     assert set(result["datasets"]) == set(DATASETS)
     for ds in DATASETS:
@@ -127,9 +130,9 @@ def test_train_and_test_splits_agree_for_any_seed(roots, tmp_path):
                  "data": {"scoring": {"source": "datasets", "roots": roots, "train_datasets": ["spaq", "agiqa3k"],
                                       "eval_datasets": ["spaq", "agiqa3k"]}}}
     params = config.load_params(REPO / "params.yaml", overrides)
-    stages.scoring_set(params, tmp_path)
+    scoring_set(params, tmp_path)
     trained = {r["image_path"] for r in read_jsonl(tmp_path / "scoring_train.jsonl")}
-    sets = stages.scoring_eval_sets(params, tmp_path / "scoring_test.jsonl")
+    sets = scoring_eval_sets(params, tmp_path / "scoring_test.jsonl")
     for ds, recs in sets.items():
         assert recs and not trained & {r["image_path"] for r in recs}, ds
     assert not math.isnan(sum(r["mos_scaled"] for recs in sets.values() for r in recs))

@@ -117,9 +117,9 @@ def test_no_checkpoint_at_the_last_step():
 
 DRIVER = """
 import json, sys
-from refine_iqa import stages
+from refine_iqa.stages.stage2 import train_stage2
 params = json.load(open(sys.argv[1]))
-stages.train_stage2(params, sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], variant="main")
+train_stage2(params, sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], variant="main")
 """
 
 MAX_STEPS, EVERY = 12, 2

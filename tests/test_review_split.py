@@ -2,7 +2,7 @@
 
 import pytest
 
-from refine_iqa import stages
+from refine_iqa.stages.data import synthesize_merge, synthesize_shard
 from refine_iqa.config import load_params
 from refine_iqa.data.scenes import generate_scene
 from refine_iqa.io_utils import read_json, read_jsonl, save_image, write_jsonl
@@ -30,7 +30,7 @@ def _params(tmp_path, mode):
 
 def test_decisions_rebuild_the_split(shards, tmp_path):
     params = _params(tmp_path, "manual")
-    shard = stages.synthesize_shard(params, shards / "curated.jsonl", tmp_path / "synth", 0)
+    shard = synthesize_shard(params, shards / "curated.jsonl", tmp_path / "synth", 0)
     items = read_jsonl(shard)
     rejected, accepted = items[0]["id"], [it["id"] for it in items[1:]]
     store = DecisionStore(tmp_path / "decisions" / "batch1.jsonl", batch="batch1")
@@ -40,8 +40,8 @@ def test_decisions_rebuild_the_split(shards, tmp_path):
         store.append({"event": "decision", "item_id": item_id, "status": "accepted", "reason": None,
                       "by": "alice", "phase": "review", "verified": False})
     store.close()
-    summary = stages.synthesize_merge(params, [shard], tmp_path / "manifest.jsonl", tmp_path / "stats.json",
-                                      tmp_path / "plots")
+    summary = synthesize_merge(params, [shard], tmp_path / "manifest.jsonl", tmp_path / "stats.json",
+                               tmp_path / "plots")
     manifest = {r["id"]: r for r in read_jsonl(tmp_path / "manifest.jsonl")}
     assert manifest[rejected]["review"]["status"] == "rejected" and manifest[rejected]["split"] is None
     assert manifest[rejected]["review"]["by"] == "alice"
@@ -51,7 +51,7 @@ def test_decisions_rebuild_the_split(shards, tmp_path):
 
 def test_auto_mode_accepts_everything_that_passes_qc(shards, tmp_path):
     params = _params(tmp_path, "auto")
-    shard = stages.synthesize_shard(params, shards / "curated.jsonl", tmp_path / "synth", 0)
-    stages.synthesize_merge(params, [shard], tmp_path / "manifest.jsonl", tmp_path / "stats.json", tmp_path / "plots")
+    shard = synthesize_shard(params, shards / "curated.jsonl", tmp_path / "synth", 0)
+    synthesize_merge(params, [shard], tmp_path / "manifest.jsonl", tmp_path / "stats.json", tmp_path / "plots")
     recs = read_jsonl(tmp_path / "manifest.jsonl")
     assert all(r["review"] == {"status": "accepted", "reason": None, "by": "auto", "rule": None} for r in recs)

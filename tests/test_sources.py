@@ -300,7 +300,7 @@ def test_scene_mode_keeps_candidates_on_disk_not_in_memory(tmp_path, monkeypatch
 
 def test_two_shard_curation_decodes_each_video_once(tmp_path, monkeypatch):
     """Issue 13: every shard used to decode every video; now a video is decoded by its own shard only."""
-    from refine_iqa import stages
+    from refine_iqa.stages.data import curate_shard
     from refine_iqa.config import load_params
     from refine_iqa.io_utils import read_jsonl
 
@@ -315,7 +315,7 @@ def test_two_shard_curation_decodes_each_video_once(tmp_path, monkeypatch):
     real = sources.extract_keyframes
     monkeypatch.setattr(sources, "extract_keyframes", lambda path, *a, **k: decoded.append(Path(path).name) or real(path, *a, **k))
     for shard in (0, 1):
-        stages.curate_shard(params, None, tmp_path / f"shard-{shard}", shard)
+        curate_shard(params, None, tmp_path / f"shard-{shard}", shard)
     assert sorted(decoded) == [f"c{k}.mp4" for k in range(4)]  # each video once, over both shards
     seen = [r["source_id"] for shard in (0, 1) for r in read_jsonl(tmp_path / f"shard-{shard}" / "progress.jsonl")]
     assert {s.rsplit("-f", 1)[0] for s in seen} == {f"video-c{k}.mp4" for k in range(4)}

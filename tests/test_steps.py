@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from refine_iqa import steps
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,11 +47,69 @@ def test_code_of_each_step_follows_its_imports():
     # a distortion family: reached through importlib.import_module("refine_iqa.distortions") by the synthesis
     assert {"synthesize_shard", "scoring_set"} <= reading(PKG + "distortions/blur.py")
     assert not {"stage1", "stage2", "eval_scoring"} & reading(PKG + "distortions/blur.py")
-    # per-function modules: stages.train_stage2's PD import does not make Stage-1 read pd.py (checked above);
-    # the CLI path of the shell rules is followed into stages.train_stage1
-    assert PKG + "stages.py" in steps.step_modules("stage1") and PKG + "cli.py" in steps.step_modules("stage1")
+    # per-function modules: stages.stage2.train_stage2's PD import does not make Stage-1 read pd.py (checked
+    # above); the CLI path of the shell rules is followed into stages.stage1.train_stage1
+    assert PKG + "stages/stage1.py" in steps.step_modules("stage1") and PKG + "cli.py" in steps.step_modules("stage1")
     assert "workflow_scripts/curate_shard.py" in steps.step_modules("curate_shard")
     assert not any(f.startswith("docs/") for s in steps.STEPS for f in steps.step_modules(s))
+
+
+def test_each_step_runs_the_stages_module_of_its_rules_file_and_no_other():
+    """refine_iqa/stages/ mirrors rules/*.smk: a rule's step reads its own module (and the shared helpers)."""
+    stage_modules = {p.stem for p in (REPO / PKG / "stages").glob("*.py")} - {"__init__", "common"}
+    assert stage_modules <= {f.stem for f in (REPO / "rules").glob("*.smk")}
+    for f in sorted((REPO / "rules").glob("*.smk")):
+        for rule in re.findall(r"^\s*rule (\w+):", f.read_text(), re.M):
+            if rule in steps.STEPS:
+                used = {m for m in steps.step_modules(rule) if m.startswith(PKG + "stages/")}
+                assert used <= {f"{PKG}stages/{f.stem}.py", PKG + "stages/common.py"}, (rule, used)
+    for rule, module in [("scenes", "data"), ("build_model", "model"), ("warm_start", "model"), ("stage1", "stage1"),
+                         ("stage2", "stage2"), ("eval_scoring", "evaluate"), ("qbench_set", "evaluate")]:
+        assert f"{PKG}stages/{module}.py" in steps.step_modules(rule), rule
+    # the report's blind baselines read the scoring evaluation sets: their loader and settings are its own
+    assert PKG + "data/iqa_datasets.py" in steps.step_modules("metrics")
+    assert "data.scoring.eval_datasets" in steps.step_config("metrics")
+
+
+def test_a_step_function_imported_by_name_is_followed_and_the_lazy_package_refused(tmp_path, monkeypatch):
+    by_module = tmp_path / "by_module.py"
+    by_module.write_text("from refine_iqa.stages.stage2 import train_stage2\ntrain_stage2(snakemake.config)\n")
+    lazy = tmp_path / "lazy.py"
+    lazy.write_text("from refine_iqa import stages\nstages.train_stage2(snakemake.config)\n")
+    monkeypatch.setitem(steps.STEPS, "probe_by_module", steps.Step(script=str(by_module)))
+    monkeypatch.setitem(steps.STEPS, "probe_lazy", steps.Step(script=str(lazy)))
+    files, keys = steps._analyse("probe_by_module")
+    # through train_stage2 into rl/pd.py, and through common.setup_compute (imported by name) into compute.*
+    assert REPO / PKG / "rl/pd.py" in files and "compute.threads" in keys and "stage2" in keys
+    with pytest.raises(ValueError, match="refine_iqa.stages, whose names resolve lazily"):
+        steps._analyse("probe_lazy")
+
+
+def test_stages_package_resolves_names_lazily():
+    """`refine_iqa.stages.<name>` works for outside callers and imports only the module that defines it."""
+    code = """
+import ast, importlib, sys
+import refine_iqa.stages as s
+assert not [m for m in sys.modules if m.startswith("refine_iqa.stages.")]
+s.train_stage1
+assert sorted(m for m in sys.modules if m.startswith("refine_iqa.stages.")) == [
+    "refine_iqa.stages.common", "refine_iqa.stages.stage1"], sorted(sys.modules)
+for module, names in s._WHERE.items():
+    m = importlib.import_module("refine_iqa.stages." + module)
+    tree = ast.parse(open(m.__file__).read())
+    top = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    top |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets}
+    assert set(names) == top, (module, set(names) ^ top)  # every name of the old stages.py is still reachable
+    assert all(getattr(s, n) is getattr(m, n) for n in names)
+try:
+    s.no_such_step
+except AttributeError:
+    pass
+else:
+    raise AssertionError("no AttributeError")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_settings_of_each_step_are_the_keys_its_code_reads():

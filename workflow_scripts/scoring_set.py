@@ -1,5 +1,5 @@
-from refine_iqa import stages
+from refine_iqa.stages.data import scoring_set
 from refine_iqa.joblog import job_log
 
 with job_log(snakemake.log[0]):
-    stages.scoring_set(snakemake.config, snakemake.params.out)
+    scoring_set(snakemake.config, snakemake.params.out)

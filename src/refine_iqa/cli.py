@@ -25,23 +25,23 @@ def cmd_check(args) -> int:
 
 
 def cmd_build_model(args) -> int:
-    from refine_iqa import stages
+    from refine_iqa.stages.model import build_model
 
-    print(stages.build_model(_params(args.params), args.out))
+    print(build_model(_params(args.params), args.out))
     return 0
 
 
 def cmd_stage1(args) -> int:
-    from refine_iqa import stages
+    from refine_iqa.stages.stage1 import train_stage1
 
-    stages.train_stage1(_params(args.params), args.base, args.manifest, args.out, args.curve)
+    train_stage1(_params(args.params), args.base, args.manifest, args.out, args.curve)
     return 0
 
 
 def cmd_stage2(args) -> int:
-    from refine_iqa import stages
+    from refine_iqa.stages.stage2 import train_stage2
 
-    stages.train_stage2(_params(args.params), args.init, args.train, args.out, args.curve, variant=args.variant)
+    train_stage2(_params(args.params), args.init, args.train, args.out, args.curve, variant=args.variant)
     return 0
 
 

@@ -55,7 +55,7 @@ def blind_baselines(params: dict) -> dict:
     """The best scores an answer that ignores the image gets on this run's test splits (eval/blind.py)."""
     from refine_iqa.data.qbench import load_llvisionqa
     from refine_iqa.eval import blind
-    from refine_iqa.stages import scoring_eval_sets
+    from refine_iqa.stages.common import scoring_eval_sets
 
     W = Path(params["paths"]["work"])
     items = [r for r in read_jsonl(W / "perception" / "manifest.jsonl") if r.get("split") == "test"]

@@ -5,10 +5,12 @@ subcommand for the shell-launched training rules). Everything else is DERIVED fr
 analysis, so it cannot drift from the code:
 
 - `step_modules(step)`: the package files the step runs, found by walking imports from its entry (the
-  workflow script, or the CLI command function) transitively. `refine_iqa.stages`, `refine_iqa.cli` and
-  `refine_iqa.report` hold one function per step, so they are followed per FUNCTION (only what the called
-  function and the same-module helpers it names import); every other module is followed whole (every import
-  anywhere in the file, including imports inside functions).
+  workflow script, or the CLI command function) transitively. The modules of `refine_iqa.stages` (one per
+  rules file, plus `common`), `refine_iqa.cli` and `refine_iqa.report` hold one function per step, so they are
+  followed per FUNCTION (only what the called function imports, and the helpers it names: of its own module,
+  or imported by name from another per-function module); every other module is followed whole (every import
+  anywhere in the file, including imports inside functions). The `refine_iqa.stages` package resolves names
+  lazily, so step code importing it is refused: import from the defining module.
 - `step_config(step)`: the params keys the step reads, from the subscript chains on its `params` argument
   (`params["data"]["perception"]["curate"]`, also through aliases such as `per = params["data"]["perception"]`).
 - `code_version(step)`: a digest of those files' contents: the rules pass it as a param, so Snakemake re-runs a
@@ -35,8 +37,14 @@ from pathlib import Path
 PACKAGE = "refine_iqa"
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parents[1]
-# Modules with one function per workflow step: followed function by function.
-PER_FUNCTION = frozenset({"refine_iqa.stages", "refine_iqa.cli", "refine_iqa.report"})
+# Modules with one function per workflow step: followed function by function. refine_iqa.stages is a package
+# of them, one module per rules file.
+PER_FUNCTION = frozenset({"refine_iqa.cli", "refine_iqa.report"}
+                         | {f"{PACKAGE}.stages.{p.stem}" for p in (PACKAGE_DIR / "stages").glob("*.py")
+                            if p.stem != "__init__"})
+# Packages that resolve their names lazily (PEP 562 __getattr__): which module a name comes from is not in the
+# import, so step code must import from the defining module instead.
+LAZY = frozenset({f"{PACKAGE}.stages"})
 # Settings that never change a result (see the module docstring).
 NOT_SETTINGS = frozenset({"paths", "tracking"})
 
@@ -107,9 +115,11 @@ def _resolve_from(node: ast.ImportFrom, current: str | None, is_package: bool) -
     return out
 
 
-def _imports_in(node: ast.AST, current: str | None, is_package: bool) -> tuple[list[str], dict[str, str]]:
-    """Package modules imported anywhere under `node`, and local name -> module for the imported modules."""
-    mods, bound = [], {}
+def _imports_in(node: ast.AST, current: str | None, is_package: bool
+                ) -> tuple[list[str], dict[str, str], dict[str, tuple[str, str]]]:
+    """Package modules imported anywhere under `node`, local name -> module for the imported modules, and
+    local name -> (module, name) for names imported from a module (`from a.b import f`)."""
+    mods, bound, names = [], {}, {}
     for n in ast.walk(node):
         if isinstance(n, ast.Import):
             for a in n.names:
@@ -122,10 +132,20 @@ def _imports_in(node: ast.AST, current: str | None, is_package: bool) -> tuple[l
                 mods.append(mod)
                 if mod.endswith("." + a.name):
                     bound[a.asname or a.name] = mod
+                else:
+                    names[a.asname or a.name] = (mod, a.name)
         elif (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "import_module"
               and n.args and isinstance(n.args[0], ast.Constant) and _module_file(str(n.args[0].value))):
             mods.append(n.args[0].value)  # importlib.import_module("refine_iqa.x"): a deferred import
-    return mods, bound
+    return mods, bound, names
+
+
+def _refuse_lazy(mods: list[str], where: str) -> None:
+    for m in mods:
+        if m in LAZY:
+            raise ValueError(f"{where} imports {m}, whose names resolve lazily: the step's code cannot be followed "
+                             f"from that import; import the function from its module instead "
+                             f"(e.g. `from {PACKAGE}.stages.stage2 import train_stage2`)")
 
 
 @lru_cache(maxsize=None)
@@ -152,7 +172,8 @@ class _Walker:
         self._whole.add(name)
         path = _module_file(name)
         self.files.add(path)
-        mods, _ = _imports_in(_parse(path), name, path.name == "__init__.py")
+        mods, _, _ = _imports_in(_parse(path), name, path.name == "__init__.py")
+        _refuse_lazy(mods, str(path))
         for m in mods:
             self.module(m)
 
@@ -169,11 +190,14 @@ class _Walker:
         self.code(fn, module, tree, path.name == "__init__.py", params_arg=_first_arg(fn))
 
     def code(self, node: ast.AST, module: str | None, tree: ast.Module | None, is_package: bool,
-             params_arg: str | None, extra_bound: dict[str, str] | None = None) -> None:
+             params_arg: str | None, extra_bound: dict[str, str] | None = None, where: str | None = None) -> None:
         """Follow the imports in `node`; calls into per-function modules are followed per function."""
-        top_mods, top_bound = _imports_in(_module_level(tree), module, is_package) if tree is not None else ([], {})
-        mods, bound = _imports_in(node, module, is_package)
+        top_mods, top_bound, top_names = (_imports_in(_module_level(tree), module, is_package) if tree is not None
+                                          else ([], {}, {}))
+        mods, bound, names = _imports_in(node, module, is_package)
+        _refuse_lazy(top_mods + mods, where or module or "a workflow script")
         bound = {**top_bound, **bound, **(extra_bound or {})}
+        names = {**top_names, **names}
         for m in set(top_mods + mods):
             if m not in PER_FUNCTION:
                 self.module(m)
@@ -185,6 +209,8 @@ class _Walker:
                 self.function(bound[n.value.id], n.attr)
             elif isinstance(n, ast.Name) and n.id in local and module is not None and local[n.id] is not node:
                 self.function(module, n.id)
+            elif isinstance(n, ast.Name) and n.id in names and names[n.id][0] in PER_FUNCTION:
+                self.function(*names[n.id])  # `from refine_iqa.stages.common import f`, then f(...)
         if params_arg:
             self.chains |= _params_chains(node, params_arg)
 
@@ -279,7 +305,7 @@ def _analyse(step: str) -> tuple[tuple[Path, ...], tuple[str, ...]]:
         w.files.add(script)
         tree = _parse(script)
         # A workflow script hands `snakemake.config` (the params) to the step function it calls.
-        w.code(tree, None, None, False, params_arg=None)
+        w.code(tree, None, None, False, params_arg=None, where=s.script)
     return tuple(sorted(w.files)), _normalise(w.chains)
 
 

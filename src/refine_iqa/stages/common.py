@@ -1,0 +1,98 @@
+"""Helpers shared by the step functions of more than one rules file (rules/common.smk holds the rules' own
+shared helpers; no step runs here): compute setup, model loading, progress lines, tag style, the perception
+split, the device of CPU-capable jobs, and the scoring evaluation sets (evaluation and the report read them).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from refine_iqa import prompts
+from refine_iqa.io_utils import read_jsonl
+
+log = logging.getLogger("refine_iqa")
+
+
+def setup_compute(params: dict) -> str:
+    import torch
+
+    torch.set_num_threads(params["compute"]["threads"])
+    device = params["compute"]["device"]
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("compute.device is cuda but no GPU is visible; set compute.device: cpu")
+    return device
+
+
+def _load(params: dict, model_dir, device: str):
+    from refine_iqa.model.loading import load_model_and_processor
+
+    m = params["model"]
+    return load_model_and_processor(model_dir, dtype=m["dtype"], attn_implementation=m["attn_implementation"],
+                                    device=device, min_pixels=m["min_pixels"], max_pixels=m["max_pixels"])
+
+
+def _load_for_training(params: dict, model_dir, device: str, grpo_settings: dict, checkpoints):
+    """(training args, model, processor). The GRPOConfig comes first: with DeepSpeed ZeRO-3 its DeepSpeed
+    config must exist before `from_pretrained` so that every process loads only its partition."""
+    from refine_iqa.rl.grpo import training_args
+
+    args = training_args(grpo_settings, seed=params["seed"], device=device, checkpoint_dir=checkpoints)
+    model, processor = _load(params, model_dir, device)
+    return args, model, processor
+
+
+def _progress(name: str):
+    """A progress callback printing at most ~20 lines (jobs log to files; tqdm bars there are noise)."""
+    state = {"last": -1}
+
+    def report(done: int, total: int, *extra):
+        pct = int(100 * done / max(total, 1)) // 5
+        if pct != state["last"] or done == total:
+            state["last"] = pct
+            tail = f" loss={extra[0]:.4f}" if extra else ""
+            print(f"[{name}] {done}/{total}{tail}", flush=True)
+
+    return report
+
+
+def _tags(params: dict):
+    return prompts.get_tag_style(params["prompts"]["tags"])
+
+
+def perception_items(manifest_path, split: str) -> list[dict]:
+    return [r for r in read_jsonl(manifest_path)
+            if r.get("split") == split and r.get("review", {}).get("status") != "rejected"]
+
+
+def job_device(params: dict, job: str) -> str:
+    """The device of a job that can run on either (baselines, curation): cuda only when the configuration asks
+    for it AND this job sees a GPU. Under SLURM a job sees GPUs only when its resources request them
+    (profiles/slurm/config.yaml), so a CPU-partition job runs on the CPU instead of failing."""
+    import torch
+
+    torch.set_num_threads(params["compute"]["threads"])
+    if params["compute"]["device"] == "cuda":
+        if torch.cuda.is_available():
+            return "cuda"
+        print(f"[{job}] compute.device is cuda but this job has no GPU (its resources request none): "
+              "running on the CPU", flush=True)
+    return "cpu"
+
+
+def scoring_eval_sets(params: dict, scoring_test_path) -> dict[str, list[dict]]:
+    """name -> records with image_path, mos (raw label, sign-corrected as `label`) and mos_scaled."""
+    sc = params["data"]["scoring"]
+    if sc["source"] == "synthetic":
+        recs = read_jsonl(scoring_test_path)
+        for r in recs:
+            r.setdefault("label", r["mos"])
+        return {"synthetic": recs}
+    from refine_iqa.data import iqa_datasets
+
+    out = {}
+    for name in sc["eval_datasets"]:
+        df = iqa_datasets.load(name, sc["roots"][name], split_seed=params["seed"])  # the split scoring_set trained on
+        df = df[df["split"] == "test"]
+        out[name] = [{"id": f"{name}-{i}", "image_path": r.image_path, "mos": float(r.mos), "label": float(r.label),
+                      "mos_scaled": float(r.mos_scaled)} for i, r in enumerate(df.itertuples())]
+    return out
