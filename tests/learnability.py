@@ -203,25 +203,34 @@ def run_stage1_recipe(tmp: str | Path, seed: int, *, grpo: dict | None = None, w
             "grpo_wall_s": clock.wall, "grpo_cpu_s": clock.cpu}
 
 
-def run_stage2_recipe(tmp: str | Path, seed: int, *, grpo: dict | None = None, warm: dict | None = None) -> dict:
-    """Format-only warm start, then Stage-2 GRPO (no-think, answer + format, PM) on the brightness task."""
+def _brightness_warm_started(tmp: Path, seed: int, *, think: bool, warm: dict):
+    """The brightness scoring set (train/test samples in the given mode) and a fresh tiny model after the
+    format-only warm start on it: the common start of the Stage-2 recipes."""
     from refine_iqa import prompts
     from refine_iqa.data.scoring_set import build_brightness_set
     from refine_iqa.io_utils import read_jsonl
-    from refine_iqa.rewards import get_stage2_reward_funcs
-    from refine_iqa.rl.grpo import run_grpo
     from refine_iqa.rl.samples import build_stage2
     from refine_iqa.rl.warmstart import warm_start
 
-    tmp = Path(tmp)
     torch.set_num_threads(1)
-    grpo, warm = {**STAGE2_GRPO, **(grpo or {})}, {**STAGE2_WARM, **(warm or {})}
     tags = prompts.get_tag_style("paper")
     build_brightness_set(tmp / "data", n_train=STAGE2_N_TRAIN, n_test=STAGE2_N_TEST, seed=seed, size=112)
-    train = build_stage2(read_jsonl(tmp / "data" / "scoring_train.jsonl"), think=False, tags=tags)
-    test = build_stage2(read_jsonl(tmp / "data" / "scoring_test.jsonl"), think=False, tags=tags)
+    train = build_stage2(read_jsonl(tmp / "data" / "scoring_train.jsonl"), think=think, tags=tags)
+    test = build_stage2(read_jsonl(tmp / "data" / "scoring_test.jsonl"), think=think, tags=tags)
     model, processor = tiny_model(tmp / "model", seed=seed)
     warm_start(model, processor, train, seed=seed, tags=tags, **warm)
+    return tags, train, test, model, processor
+
+
+def run_stage2_recipe(tmp: str | Path, seed: int, *, grpo: dict | None = None, warm: dict | None = None) -> dict:
+    """Format-only warm start, then Stage-2 GRPO (no-think, answer + format, PM) on the brightness task."""
+    from refine_iqa.rewards import get_stage2_reward_funcs
+    from refine_iqa.rl.grpo import run_grpo
+
+    tmp = Path(tmp)
+    grpo = {**STAGE2_GRPO, **(grpo or {})}
+    tags, train, test, model, processor = _brightness_warm_started(tmp, seed, think=False,
+                                                                   warm={**STAGE2_WARM, **(warm or {})})
     before = scoring_quality(model, processor, test, think=False, tags=tags)
     # As refine_iqa.stages.stage2.train_stage2 wires it in no-think mode: answer + format rewards (lambdas 1, 1), the
     # modified advantage (PM) with correctness from those two; PD has no meaning without a think block.
@@ -248,24 +257,14 @@ STAGE2_PD_WEIGHTS = (1.0, 0.1)  # params.yaml stage2.pd.weights
 def run_stage2_think_recipe(tmp: str | Path, seed: int, *, grpo: dict | None = None,
                             warm: dict | None = None) -> dict:
     """Format-only warm start (random think words and scores), then Stage-2 GRPO in think mode with PD."""
-    from refine_iqa import prompts
-    from refine_iqa.data.scoring_set import build_brightness_set
-    from refine_iqa.io_utils import read_jsonl
     from refine_iqa.rewards import get_stage2_reward_funcs
     from refine_iqa.rl.grpo import run_grpo
     from refine_iqa.rl.pd import PDReward
-    from refine_iqa.rl.samples import build_stage2
-    from refine_iqa.rl.warmstart import warm_start
 
     tmp = Path(tmp)
-    torch.set_num_threads(1)
-    grpo, warm = {**STAGE2_THINK_GRPO, **(grpo or {})}, {**STAGE2_THINK_WARM, **(warm or {})}
-    tags = prompts.get_tag_style("paper")
-    build_brightness_set(tmp / "data", n_train=STAGE2_N_TRAIN, n_test=STAGE2_N_TEST, seed=seed, size=112)
-    train = build_stage2(read_jsonl(tmp / "data" / "scoring_train.jsonl"), think=True, tags=tags)
-    test = build_stage2(read_jsonl(tmp / "data" / "scoring_test.jsonl"), think=True, tags=tags)
-    model, processor = tiny_model(tmp / "model", seed=seed)
-    warm_start(model, processor, train, seed=seed, tags=tags, **warm)
+    grpo = {**STAGE2_THINK_GRPO, **(grpo or {})}
+    tags, train, test, model, processor = _brightness_warm_started(tmp, seed, think=True,
+                                                                   warm={**STAGE2_THINK_WARM, **(warm or {})})
     n_new = grpo["max_completion_length"]
     before = scoring_quality(model, processor, test, think=True, tags=tags, max_new_tokens=n_new)
     pd = PDReward(processor, tags=tags, eps=0.5, weights=STAGE2_PD_WEIGHTS)
