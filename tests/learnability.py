@@ -153,7 +153,8 @@ STAGE1_WARM = dict(steps=150, learning_rate=3e-3, batch_size=32)
 # 64 rollouts a step = 16 images x G=4, each step's images balanced over the two families (balanced_batches,
 # rl/sampling.py). With few images a step (4 at batch 32, G=8) a randomly drawn batch is often lopsided
 # (3 dark, 1 bright): the family's bias takes a random walk and the policy settles on one word before it uses
-# the image; 16 random images only slow that walk (an untried seed collapsed), balancing removes it.
+# the image; 16 random images only slow that walk, balancing removes it (per-group noise remains: seed 3
+# still collapses, docs/learnability.md).
 # Temperatures above 1 fill the object field with garbage and collapse it too.
 STAGE1_GRPO = grpo_settings(max_steps=250, learning_rate=1e-3, per_device_train_batch_size=64, num_generations=4,
                             max_completion_length=16, temperature=1.0)

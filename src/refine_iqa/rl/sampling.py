@@ -4,7 +4,8 @@ Why (docs/learnability.md, "Balanced batches"): while the policy still ignores t
 two answer words earns the same expected reward, so nothing holds the words in balance; a step whose images
 happen to be lopsided (3 dark, 1 bright) pushes the answer word's bias one way, and over many steps the bias
 random-walks until one word is never sampled again (collapse). Drawing each step's prompts in proportion to
-their answer classes removes that drift term while the image-dependent gradient is unchanged.
+their answer classes removes that drift term while the image-dependent gradient is unchanged. It does not
+remove the per-group sampling noise: a collapse can still happen (docs/learnability.md, Stage-1 seed 3).
 
 The order is systematic sampling: each stratum is shuffled, item j of a stratum of n items gets the key
 (j + u) / n with one random offset u per stratum, and the keys are sorted. Any window of B consecutive
