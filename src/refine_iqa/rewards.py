@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from refine_iqa.boxes import iou
+from refine_iqa.eval.metrics import DIFF_DECIMALS
 from refine_iqa.parsing import (
     is_box_format,
     is_choice_format,
@@ -23,10 +24,6 @@ from refine_iqa.parsing import (
     parse_score,
 )
 from refine_iqa.prompts import TagStyle, get_tag_style
-
-# |s_hat - s| is rounded to this many decimals before the strict '<' test, so binary floating error cannot
-# move a difference of exactly eps (3.2 vs 3.7) to one side or the other.
-DIFF_DECIMALS = 6
 
 
 def _finite(value: Any, name: str) -> float:

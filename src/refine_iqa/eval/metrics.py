@@ -17,6 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# |pred - label| is rounded to this many decimals before the strict '<' test, here and in the answer reward
+# (rewards.answer_reward, Eq. 1), so binary floating error cannot move a difference of exactly eps (3.2 vs 3.7)
+# to one side or the other, and the metric and the reward always agree.
+DIFF_DECIMALS = 6
+
 MIN_ITEMS = 3
 
 
@@ -147,8 +152,6 @@ def hit_rate(pred, label, eps: float = 0.5) -> float:
     the difference rounded to the same decimals (0.2 vs 0.7 differs by 0.49999999999999994 in floats: a miss
     for the reward, so a miss here). A non-finite prediction (an unparsable answer) counts as a miss; no items
     or a non-finite label gives NaN."""
-    from refine_iqa.rewards import DIFF_DECIMALS
-
     p, y = _pair(pred, label)
     if p.size == 0 or not np.all(np.isfinite(y)):
         return math.nan
