@@ -16,6 +16,7 @@ from typing import Callable, NamedTuple, Sequence
 
 from refine_iqa.distortions.spec import FAMILY_DISPLAY_NAMES
 from refine_iqa.prompts import SEVERITY_WORDS
+from refine_iqa.review.qc import box_area_fraction
 
 # One source for the names: the distortion catalogue (families) and the prompts (severity words).
 FAMILY_NAMES = FAMILY_DISPLAY_NAMES
@@ -185,8 +186,7 @@ class ManifestIndex:
                 self._lines.append(lineno)
                 self._family.append(FAMILY_CODES[rec.family])
                 self._status.append(STATUSES.index(rec.status))
-                x1, y1, x2, y2 = rec.box
-                self._box_frac.append((x2 - x1) * (y2 - y1) / float(rec.width * rec.height))
+                self._box_frac.append(box_area_fraction(rec.box, rec.width, rec.height))
                 if check_files and rec.status != "rejected":
                     for p in (rec.dist_path, rec.ref_path):
                         if p == last_ref:

@@ -16,6 +16,7 @@ from refine_iqa.io_utils import ImageReadError, exif_orientation, load_rgb
 from refine_iqa.review.decisions import AUTO_BY, REASONS, DecisionStore
 from refine_iqa.review.manifest import BatchItems, ManifestIndex, batch_range, batch_slug, check_batch_name
 from refine_iqa.review.qc import (
+    box_area_fraction,
     DEFAULT_MAX_BOX_FRAC,
     DEFAULT_MAX_DELETE_FRAC,
     check_fraction,
@@ -133,12 +134,11 @@ class ReviewService:
         if s.cursor is not None:
             it = s.items[s.cursor]
             pool = s.order if s.mode == "review" else s.verify_list
-            x1, y1, x2, y2 = it.box
             url = _image_url(it.id)
             item = {"id": it.id, "object": it.object, "objects": list(it.objects), "family": it.family,
                     "family_name": it.family_name, "type": it.type, "level": it.level, "severity": it.severity,
                     "width": it.width, "height": it.height, "box": list(it.box),
-                    "box_frac": round((x2 - x1) * (y2 - y1) / (it.width * it.height), 4),
+                    "box_frac": round(box_area_fraction(it.box, it.width, it.height), 4),
                     "decision": _copy(s.decisions.get(it.id)), "position": s.position(it.id, pool) + 1, "of": len(pool),
                     "dist_url": f"{url}/dist", "ref_url": f"{url}/ref"}
         can_delete = item is not None and s.can_delete()

@@ -10,8 +10,9 @@ remove the per-group sampling noise: a collapse can still happen (docs/learnabil
 The order is systematic sampling: each stratum is shuffled, item j of a stratum of n items gets the key
 (j + u) / n with one random offset u per stratum, and the keys are sorted. Any window of B consecutive
 prompts then holds each stratum's share p*B to within 1 + K*p prompts for K strata (two equal classes
-alternate exactly), where plain shuffling is off by about sqrt(B*p); every item is still seen once per epoch. Every process builds the same order from the same seed (TRL's requirement: the G
-rollouts of a prompt may be spread over processes).
+alternate exactly), where plain shuffling is off by about sqrt(B*p); every item is still seen once per epoch.
+Every process builds the same order from the same seed (TRL's requirement: the G rollouts of a prompt may be
+spread over processes).
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ class StratifiedRepeatSampler(RepeatSampler):
         if len(strata) != self.num_samples:
             raise ValueError(f"{len(strata)} strata for {self.num_samples} prompts")
         self.strata = list(strata)
+
+    @classmethod
+    def like(cls, sampler: RepeatSampler, strata: Sequence) -> StratifiedRepeatSampler:
+        """The same repeat structure and seed as TRL's `sampler`, with balanced batches."""
+        return cls(sampler.data_source, strata, mini_repeat_count=sampler.mini_repeat_count,
+                   batch_size=sampler.batch_size, repeat_count=sampler.repeat_count, seed=sampler.seed)
 
     def __iter__(self):
         order = stratified_order(self.strata, self.generator)

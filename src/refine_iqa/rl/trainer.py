@@ -37,16 +37,8 @@ class RefineGRPOTrainer(GRPOTrainer):
             raise ValueError("the modified advantage needs correct_from=(answer reward name, format reward name)")
 
     def _get_train_sampler(self, dataset=None):
-        if self.strata is None:
-            return super()._get_train_sampler(dataset)
-        return StratifiedRepeatSampler(
-            data_source=dataset if dataset is not None else self.train_dataset,
-            strata=self.strata,
-            mini_repeat_count=self.num_generations,
-            batch_size=self.args.generation_batch_size // self.num_generations,
-            repeat_count=self.num_iterations * self.args.steps_per_generation,
-            seed=self.args.seed,
-        )
+        sampler = super()._get_train_sampler(dataset)  # TRL's repeat structure, whatever its version derives
+        return sampler if self.strata is None else StratifiedRepeatSampler.like(sampler, self.strata)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
