@@ -107,16 +107,22 @@ def test_a_resumed_training_continues_its_run_and_models_are_registered(store, t
     monkeypatch.setenv(tracking.OUTPUTS_ENV, str(model))
     with tracking.stage_run("train", store) as first:
         first.attach_checkpoints(ckpt, resumed=False)  # fresh start: its id is kept with the checkpoints
-        first.log_metrics({"loss": 1.0}, step=1)
+        for step in (1, 2, 3):  # killed after step 3; its last checkpoint is step 2
+            first.log_metrics({"loss": 1.0 / step}, step=step)
         first_id = first.run_id
     with tracking.stage_run("train", store) as again:
-        again.attach_checkpoints(ckpt, resumed=True)
+        again.attach_checkpoints(ckpt, resumed=True, from_step=2)
         assert again.run_id == first_id
-        again.log_metrics({"loss": 0.5}, step=2)
+        again.log_metrics({"loss": 0.3, "kl": 0.1}, step=3)  # step 3 is trained again: not logged twice
+        again.log_metrics({"loss": 0.25}, step=4)
         again.register_model("refine-iqa-test", model)
     client = MlflowClient(store["tracking_uri"])
     hist = client.get_metric_history(first_id, "loss")
-    assert [m.step for m in hist] == [1, 2] and client.get_run(first_id).info.status == "FINISHED"
+    assert [m.step for m in hist] == [1, 2, 3, 4] and client.get_run(first_id).info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(first_id, "kl")] == [3]  # a key the first attempt never logged
+    tags = client.get_run(first_id).data.tags
+    assert tags["refine_iqa.resumed_from_step"] == "2" and tags["refine_iqa.replayed_steps"] == "3"
+    assert float(tags["refine_iqa.replay_max_abs_diff"]) == pytest.approx(abs(0.3 - 1 / 3), rel=1e-3)
     assert client.get_run(first_id).data.tags[f"refine_iqa.out.{model.as_posix()}"] == tracking.dvc_hash(model)
     v = client.search_model_versions("name = 'refine-iqa-test'")[0]
     assert v.source == str(model.resolve()) and v.tags["dvc.md5"] == tracking.dvc_hash(model) and v.run_id == first_id

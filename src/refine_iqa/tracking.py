@@ -160,6 +160,10 @@ class StageRun:
         self._mlflow = mlflow_module
         self.run = run
         self._client = client
+        # After a resume: {key: {step: value}} the killed attempt logged past its last checkpoint (see
+        # attach_checkpoints), and the largest gap between those values and the replayed ones.
+        self._logged_past_checkpoint: dict[str, dict[int, float]] = {}
+        self._replay_max_diff: float | None = None
 
     @property
     def run_id(self) -> str | None:
@@ -182,8 +186,26 @@ class StageRun:
                 continue
             if math.isfinite(float(v)):
                 clean[_metric_key(k)] = float(v)
+        if step is not None and self._logged_past_checkpoint:
+            clean = self._drop_replayed(clean, step)
         if clean:
             self._mlflow.log_metrics(clean, step=step, run_id=self.run_id)
+
+    def _drop_replayed(self, clean: dict[str, float], step: int) -> dict[str, float]:
+        """A step the killed attempt logged after its last checkpoint is trained again on resume (same RNG state
+        and data order). MLflow cannot delete metric points, so the replay is not logged a second time (one
+        curve, each step once); how far the replayed values are from the logged ones is kept as a tag."""
+        keep = {}
+        for k, v in clean.items():
+            old = self._logged_past_checkpoint.get(k, {}).get(step)
+            if old is None:
+                keep[k] = v
+            else:
+                diff = abs(v - old)
+                self._replay_max_diff = max(self._replay_max_diff or 0.0, diff)
+        if len(keep) < len(clean):
+            self._client.set_tag(self.run_id, "refine_iqa.replay_max_abs_diff", f"{self._replay_max_diff:.3g}")
+        return keep
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         if self._mlflow and Path(path).exists():
@@ -194,10 +216,12 @@ class StageRun:
             for k, v in tags.items():
                 self._mlflow.MlflowClient().set_tag(self.run_id, k, str(v))
 
-    def attach_checkpoints(self, checkpoint_dir: str | os.PathLike, resumed: bool) -> None:
+    def attach_checkpoints(self, checkpoint_dir: str | os.PathLike, resumed: bool, from_step: int | None = None) -> None:
         """Called by the training once it knows whether it resumes (rl.grpo.run_grpo `on_checkpoints`).
         Resumed: continue the run whose id the checkpoint folder keeps (this fresh run is deleted), so one
-        training has one run and one curve. Fresh start: keep this run's id there for a later resume."""
+        training has one run and one curve; `from_step` is the checkpoint's global step: the steps the run
+        logged after it are replayed and not logged twice. Fresh start: keep this run's id there for a later
+        resume."""
         if not self._mlflow:
             return
         id_file = Path(checkpoint_dir) / RUN_ID_FILE
@@ -218,6 +242,7 @@ class StageRun:
                     client.set_terminated(self.run_id, "FINISHED")
                     client.delete_run(self.run_id)
                     self.run = client.get_run(old_id)
+                    self._remember_steps_past(from_step)
                 print(f"[tracking] resumed training continues MLflow run {old_id}", flush=True)
                 return
         if os.environ.get("RANK", "0") == "0":
@@ -225,6 +250,20 @@ class StageRun:
             from refine_iqa.io_utils import atomic_write_json
 
             atomic_write_json(id_file, {"run_id": self.run_id})
+
+    def _remember_steps_past(self, from_step: int | None) -> None:
+        if from_step is None:
+            return
+        replayed = set()
+        for key in self.run.data.metrics:
+            past = {m.step: m.value for m in self._client.get_metric_history(self.run_id, key) if m.step > from_step}
+            if past:
+                self._logged_past_checkpoint[key] = past
+                replayed.update(past)
+        if replayed:
+            self._client.set_tag(self.run_id, "refine_iqa.resumed_from_step", str(from_step))
+            self._client.set_tag(self.run_id, "refine_iqa.replayed_steps",
+                                 f"{min(replayed)}-{max(replayed)}" if len(replayed) > 1 else str(min(replayed)))
 
     def register_model(self, name: str, model_dir: str | os.PathLike) -> None:
         """A registry version of `model_dir` (source: the folder DVC versions), tagged with its DVC hash."""

@@ -301,7 +301,7 @@ def run_grpo(model, processor, samples: list[dict], reward_funcs: list, settings
              pm: dict | None = None, correct_from: tuple[str, str] | None = None, think_tags=None,
              on_log: Callable[[dict, int], None] | None = None, bind: list | None = None,
              checkpoint_dir: str | Path | None = None, resume_key_extra: dict | None = None, args=None,
-             on_checkpoints: Callable[[Path, bool], None] | None = None, fast: bool | dict = True,
+             on_checkpoints: Callable[[Path, bool, int | None], None] | None = None, fast: bool | dict = True,
              on_trainer: Callable | None = None):
     """Train `model` in place on `samples`; returns the trainer (its state holds the log history).
 
@@ -309,8 +309,8 @@ def run_grpo(model, processor, samples: list[dict], reward_funcs: list, settings
     off) and resumes from the latest complete one written by the same run (`resume_key_extra` adds what the
     caller knows decides the run, e.g. the start model's folder signature). `args`: the config from
     `training_args` when the caller made it before loading the model (ZeRO-3); built here otherwise.
-    `on_checkpoints(folder, resumed)` is called once that is decided (the MLflow run follows the checkpoints:
-    tracking.StageRun.attach_checkpoints). `fast` turns on the exact once-per-image preprocessing and vision
+    `on_checkpoints(folder, resumed, from_step)` is called once that is decided (the MLflow run follows the
+    checkpoints: tracking.StageRun.attach_checkpoints). `fast` turns on the exact once-per-image preprocessing and vision
     tower, the shared-prompt prefill and loss forward and the compact LM head (rl/fastpath.py; a dict switches
     single levers: `fast_vlm`'s keywords); `on_trainer(trainer)` is called
     before training starts (benchmarks attach their timers there)."""
@@ -332,7 +332,8 @@ def run_grpo(model, processor, samples: list[dict], reward_funcs: list, settings
                 resume_from = prepare_checkpoints(out, key)
             # issue 15: a resumed training continues its own MLflow run (main process only)
             if on_checkpoints is not None and _is_main_process():
-                on_checkpoints(out, resume_from is not None)
+                on_checkpoints(out, resume_from is not None,
+                               checkpoint_step(resume_from) if resume_from is not None else None)
         callbacks = [MetricsSink(curve_path, on_log)] + ([_NoFinalSave()] if every > 0 else [])
         trainer = _ResumableTrainer(
             model=model,
