@@ -61,3 +61,17 @@ def test_scorer_api_is_deterministic_and_takes_arrays(tiny_model_dir, image_dir)
     b = scorer.score([image_dir / "good0.png"])
     assert a[0]["score"] == b[0]["score"] == a[1]["score"]
     assert a[2]["score"] is None and a[2]["error"] == "not_an_image"
+
+
+def test_each_score_is_handed_out_as_soon_as_its_batch_is_done(tiny_model_dir, image_dir):
+    """A folder of thousands must show its scores as they come, not all at the end."""
+    events = []
+    paths = sorted(collect_images([image_dir]))  # 6 files, 2 unreadable; batches of 2
+    results = Scorer(tiny_model_dir, batch_size=2).score(
+        paths, progress=lambda done, total: events.append(("batch", done)),
+        on_result=lambda r: events.append(("result", r["path"])))
+    assert events == [("result", str(paths[0])), ("result", str(paths[1])), ("batch", 2),
+                      ("result", str(paths[2])), ("result", str(paths[3])), ("batch", 4),
+                      ("result", str(paths[4])), ("result", str(paths[5])), ("batch", 6)]
+    assert [r["path"] for r in results] == [str(p) for p in paths]
+    assert [r["score"] is None for r in results] == [p.name in ("corrupt.jpg", "empty.png") for p in paths]

@@ -72,16 +72,17 @@ class Scorer:
         self.think, self.mode, self.tags = think, mode, tags
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
 
-    def score(self, images, progress=None) -> list[dict]:
+    def score(self, images, progress=None, on_result=None) -> list[dict]:
         """Scores in input order. Files are decoded a batch at a time (shrunk to the processor's size), so a
         folder of any size costs the memory of a couple of batches; arrays / PIL images given in memory are used
-        as they are."""
+        as they are. `on_result(result)` is called for each image, in input order, as soon as its batch is
+        scored (the command line prints each score then, not after the last batch)."""
         from PIL import Image
 
         from refine_iqa import prompts
         from refine_iqa.generation import score_samples
 
-        results, samples, slots = [], [], []
+        results, samples = [], []
         text = prompts.score_prompt(think=self.think, tags=self.tags)
         for i, img in enumerate(images):
             in_memory = isinstance(img, Image.Image) or hasattr(img, "shape")
@@ -94,29 +95,51 @@ class Scorer:
             else:
                 sample["image_paths"] = [str(img)]
             results.append({"path": name, "score": None})
-            slots.append(len(results) - 1)
             samples.append(sample)
         # A no-think answer is a dozen tokens; only think mode needs the long budget.
         budget = self.max_new_tokens if self.think else min(self.max_new_tokens, 24)
-        outs = score_samples(self.model, self.processor, samples, think=self.think, tags=self.tags,
-                             max_new_tokens=budget, batch_size=self.batch_size, progress=progress,
-                             answers=self.think or self.mode == "numeric")
-        style = prompts.get_tag_style(self.tags)
-        for slot, out in zip(slots, outs):
-            r = results[slot]
-            if out.get("error") is not None:  # unreadable file: skipped, reported
-                r["error"] = out["error"]
-                continue
-            value = out["prob"] if self.mode == "prob" else out["numeric"]
-            if value is None:
-                r["error"] = "unparsable answer: " + out["completion"][:200]
-            else:
-                r["score"] = round(min(max(float(value), 0.0), 4.999), 4)
-            if self.think:
-                c = out["completion"]
-                a, b = c.find(style.think_open), c.find(style.think_close)
-                r["interpretation"] = c[a + len(style.think_open):b].strip() if 0 <= a < b else ""
+        stream = _BatchStream(lambda i, out: self._fill(results[i], out), on_result, results)
+        score_samples(self.model, self.processor, samples, think=self.think, tags=self.tags,
+                      max_new_tokens=budget, batch_size=self.batch_size, progress=progress,
+                      answers=self.think or self.mode == "numeric", journal=stream, key=_index_key)
         return results
+
+    def _fill(self, r: dict, out: dict) -> None:
+        from refine_iqa import prompts
+
+        if out.get("error") is not None:  # unreadable file: skipped, reported
+            r["error"] = out["error"]
+            return
+        value = out["prob"] if self.mode == "prob" else out["numeric"]
+        if value is None:
+            r["error"] = "unparsable answer: " + out["completion"][:200]
+        else:
+            r["score"] = round(min(max(float(value), 0.0), 4.999), 4)
+        if self.think:
+            style = prompts.get_tag_style(self.tags)
+            c = out["completion"]
+            a, b = c.find(style.think_open), c.find(style.think_close)
+            r["interpretation"] = c[a + len(style.think_open):b].strip() if 0 <= a < b else ""
+
+
+def _index_key(sample: dict, index: int) -> str:
+    return str(index)
+
+
+class _BatchStream:
+    """score_samples' journal interface (`done`, `append(records)` once per batch), used to turn each batch's
+    rows into results as soon as they exist: `fill(i, row)` completes result i, `on_result` gets them in order."""
+
+    def __init__(self, fill, on_result, results):
+        self.done: dict = {}
+        self._fill, self._on_result, self._results = fill, on_result, results
+
+    def append(self, records: list[dict]) -> None:
+        for rec in sorted(records, key=lambda r: int(r["key"])):
+            i = int(rec["key"])
+            self._fill(i, rec)
+            if self._on_result is not None:
+                self._on_result(self._results[i])
 
 
 def run_score_cli(args) -> int:
@@ -129,19 +152,22 @@ def run_score_cli(args) -> int:
         return 1
     scorer = Scorer(args.model, think=args.think, mode=args.mode, tags=args.tags, batch_size=args.batch_size,
                     max_new_tokens=args.max_new_tokens)
-    results = scorer.score(paths)
     n_ok = 0
-    for r in results:
+
+    def show(r: dict) -> None:  # each score as soon as its batch is done (a large folder shows progress)
+        nonlocal n_ok
         if r["score"] is None:
-            print(f"skipped {r['path']}: {r['error']}", file=sys.stderr)
-            continue
+            print(f"skipped {r['path']}: {r['error']}", file=sys.stderr, flush=True)
+            return
         n_ok += 1
         if args.json:
-            print(json.dumps(r, ensure_ascii=False))
+            print(json.dumps(r, ensure_ascii=False), flush=True)
         else:
             line = f"{r['path']}\t{r['score']:.3f}"
             if args.think:
                 line += "\t" + r.get("interpretation", "").replace("\t", " ").replace("\n", " ")
-            print(line)
+            print(line, flush=True)
+
+    results = scorer.score(paths, on_result=show)
     print(f"scored {n_ok} of {len(results)} images", file=sys.stderr)
     return 0 if n_ok else 1
