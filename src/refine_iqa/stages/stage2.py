@@ -1,11 +1,10 @@
 """The step of rules/stage2.smk: Stage-2 scoring GRPO, the main run and the ablation variants (rules/common.smk
-reads `stage2_settings` to pick a variant's initial model)."""
+reads `stage2_settings` to pick a variant's initial model, and `stage2_runs` for the list of runs)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from refine_iqa import model_card, tracking
 from refine_iqa.io_utils import read_jsonl
 from refine_iqa.stages.common import _load_for_training, _tags, setup_compute
 
@@ -19,11 +18,47 @@ STAGE2_VARIANTS = {
     "no_pd_no_pm": {"pd": False, "pm": False},
     "no_think": {"mode": "no_think"},
 }
+# A training-seed replicate of a variant: `<variant>_seed<k>` trains with seed `seed + k` (k >= 1, no leading
+# zero). Offset 0 is the variant's own name (`main`, `no_pd`): one name per run, so `main_seed0` is refused.
+SEED_SUFFIX = "_seed"
 
 
-def stage2_settings(params: dict, variant: str) -> dict:
+def parse_stage2_name(name: str) -> tuple[str, int]:
+    """A Stage-2 run name -> (its variant, its seed offset). The one place that reads the `_seed<k>` suffix."""
+    variant, offset = name, 0
+    if SEED_SUFFIX in name:
+        variant, _, k = name.rpartition(SEED_SUFFIX)
+        if k and set(k) == {"0"}:
+            raise ValueError(f"Stage-2 run name {name!r}: seed offset 0 is the variant's own name {variant!r} "
+                             f"(replicates are {variant}{SEED_SUFFIX}1, {variant}{SEED_SUFFIX}2, ...)")
+        if not (k.isascii() and k.isdigit()) or k.startswith("0"):
+            raise ValueError(f"Stage-2 run name {name!r}: after {SEED_SUFFIX!r} comes the seed offset, a whole "
+                             f"number from 1 up without leading zeros (e.g. {variant}{SEED_SUFFIX}1), not {k!r}")
+        offset = int(k)
     if variant not in STAGE2_VARIANTS:
-        raise ValueError(f"unknown Stage-2 variant {variant!r}; use one of {sorted(STAGE2_VARIANTS)}")
+        raise ValueError(f"unknown Stage-2 variant {variant!r} (run name {name!r}); use one of "
+                         f"{sorted(STAGE2_VARIANTS)}, optionally with a seed suffix like {variant!r}{SEED_SUFFIX}1")
+    return variant, offset
+
+
+def stage2_run_name(variant: str, offset: int) -> str:
+    """The inverse of parse_stage2_name: offset 0 is the variant's own name."""
+    return variant if offset == 0 else f"{variant}{SEED_SUFFIX}{offset}"
+
+
+def stage2_runs(params: dict) -> list[str]:
+    """Every Stage-2 run of the workflow, declared once (rules/common.smk, workflow_scripts/gen_dvc.py and the
+    report read it): main and each enabled ablation variant, once per `ablations.seeds` offset."""
+    a = params["ablations"]
+    variants = ["main"] + (list(a["variants"]) if a["enabled"] else [])
+    seeds = a["seeds"] if a["enabled"] else [0]
+    return [stage2_run_name(v, k) for v in variants for k in seeds]
+
+
+def stage2_settings(params: dict, name: str) -> dict:
+    """The settings of Stage-2 run `name` (a variant, optionally `_seed<k>`): its variant's switches and the
+    GRPO seed, the global seed plus the offset."""
+    variant, offset = parse_stage2_name(name)
     s2 = params["stage2"]
     v = STAGE2_VARIANTS[variant]
     return {
@@ -31,10 +66,13 @@ def stage2_settings(params: dict, variant: str) -> dict:
         "init": v.get("init", s2["init"]),
         "pd": v.get("pd", s2["pd"]["enabled"]),
         "pm": v.get("pm", s2["pm"]["enabled"]),
+        "seed": params["seed"] + offset,
     }
 
 
 def train_stage2(params: dict, init_dir, scoring_train_path, out_dir, curve_path, variant: str = "main") -> Path:
+    # imported here, not at the top: the report parses run names from this module and must not depend on them
+    from refine_iqa import model_card, tracking
     from refine_iqa.rewards import get_stage2_reward_funcs
     from refine_iqa.rl.grpo import checkpoint_dir_for, discard_checkpoints, folder_signature, run_grpo
     from refine_iqa.rl.pd import PDReward
@@ -63,7 +101,7 @@ def train_stage2(params: dict, init_dir, scoring_train_path, out_dir, curve_path
     print(f"[stage2:{variant}] {len(samples)} samples, settings {v}", flush=True)
     with tracking.stage_run(f"stage2-{variant}", params["tracking"],
                             params={"stage2": s2, "variant": variant, **{f"variant.{k}": x for k, x in v.items()}}) as run:
-        trainer = run_grpo(model, processor, samples, funcs, s2["grpo"], seed=params["seed"], curve_path=curve_path,
+        trainer = run_grpo(model, processor, samples, funcs, s2["grpo"], seed=v["seed"], curve_path=curve_path,
                  device=device, reward_weights=weights, pm=pm, correct_from=("answer_reward", "format_reward"),
                  think_tags=tags if think else None, on_log=run.log_metrics, bind=bind, checkpoint_dir=checkpoints,
                  resume_key_extra={"start_model": folder_signature(init_dir), "variant": variant}, args=args,
@@ -71,7 +109,8 @@ def train_stage2(params: dict, init_dir, scoring_train_path, out_dir, curve_path
         trainer.save_final(out_dir)  # every process calls it; only the main process writes
         if trainer.accelerator.is_main_process:
             model_card.write_training_card(params, out_dir, stage="stage2", name=f"stage2-{variant}", base_model=init_dir,
-                                           data={"scoring_train": scoring_train_path}, extra={"variant": variant, "variant_settings": v})
+                                           data={"scoring_train": scoring_train_path}, extra={"variant": variant, "variant_settings": v,
+                                                  "training_seed": v["seed"]})
         discard_checkpoints(checkpoints)
         run.register_model(f"refine-iqa-stage2-{variant}", out_dir)  # issue 15: registry entry, DVC hash as lineage
     return Path(out_dir)
