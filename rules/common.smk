@@ -85,7 +85,7 @@ def launcher():
 
 def stage2_variants():
     """Every Stage-2 run: main, the ablation variants and their training-seed replicates (`no_pd_seed1`)."""
-    from refine_iqa.stages.stage2 import stage2_runs
+    from refine_iqa.variants import stage2_runs
 
     return stage2_runs(config)
 

@@ -8,7 +8,8 @@ import pytest
 
 from refine_iqa.config import ConfigError, load_params
 from refine_iqa.report import _ablation_gap_section, ablation_spread, gap_verdict, seed_spread
-from refine_iqa.stages.stage2 import parse_stage2_name, stage2_runs, stage2_settings
+from refine_iqa.stages.stage2 import stage2_settings
+from refine_iqa.variants import parse_stage2_name, stage2_runs
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 

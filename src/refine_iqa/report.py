@@ -83,7 +83,7 @@ def ablation_spread(params: dict, variants: list[str], seed: int = 0) -> dict:
     import numpy as np
 
     from refine_iqa.eval import metrics
-    from refine_iqa.stages.stage2 import parse_stage2_name
+    from refine_iqa.variants import parse_stage2_name
 
     W = Path(params["paths"]["work"]) / "predictions"
     runs: dict[str, dict[int, str]] = {}  # variant -> seed offset -> run name

@@ -1,58 +1,14 @@
 """The step of rules/stage2.smk: Stage-2 scoring GRPO, the main run and the ablation variants (rules/common.smk
-reads `stage2_settings` to pick a variant's initial model, and `stage2_runs` for the list of runs)."""
+reads `stage2_settings` to pick a variant's initial model). Run names and the list of runs: refine_iqa.variants."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from refine_iqa import model_card, tracking
 from refine_iqa.io_utils import read_jsonl
 from refine_iqa.stages.common import _load_for_training, _tags, setup_compute
-
-
-# Stage-2 variants: the main run and the ablations of Tables 5-6.
-STAGE2_VARIANTS = {
-    "main": {},
-    "no_stage1": {"init": "base"},
-    "no_pd": {"pd": False},
-    "no_pm": {"pm": False},
-    "no_pd_no_pm": {"pd": False, "pm": False},
-    "no_think": {"mode": "no_think"},
-}
-# A training-seed replicate of a variant: `<variant>_seed<k>` trains with seed `seed + k` (k >= 1, no leading
-# zero). Offset 0 is the variant's own name (`main`, `no_pd`): one name per run, so `main_seed0` is refused.
-SEED_SUFFIX = "_seed"
-
-
-def parse_stage2_name(name: str) -> tuple[str, int]:
-    """A Stage-2 run name -> (its variant, its seed offset). The one place that reads the `_seed<k>` suffix."""
-    variant, offset = name, 0
-    if SEED_SUFFIX in name:
-        variant, _, k = name.rpartition(SEED_SUFFIX)
-        if k and set(k) == {"0"}:
-            raise ValueError(f"Stage-2 run name {name!r}: seed offset 0 is the variant's own name {variant!r} "
-                             f"(replicates are {variant}{SEED_SUFFIX}1, {variant}{SEED_SUFFIX}2, ...)")
-        if not (k.isascii() and k.isdigit()) or k.startswith("0"):
-            raise ValueError(f"Stage-2 run name {name!r}: after {SEED_SUFFIX!r} comes the seed offset, a whole "
-                             f"number from 1 up without leading zeros (e.g. {variant}{SEED_SUFFIX}1), not {k!r}")
-        offset = int(k)
-    if variant not in STAGE2_VARIANTS:
-        raise ValueError(f"unknown Stage-2 variant {variant!r} (run name {name!r}); use one of "
-                         f"{sorted(STAGE2_VARIANTS)}, optionally with a seed suffix like {variant!r}{SEED_SUFFIX}1")
-    return variant, offset
-
-
-def stage2_run_name(variant: str, offset: int) -> str:
-    """The inverse of parse_stage2_name: offset 0 is the variant's own name."""
-    return variant if offset == 0 else f"{variant}{SEED_SUFFIX}{offset}"
-
-
-def stage2_runs(params: dict) -> list[str]:
-    """Every Stage-2 run of the workflow, declared once (rules/common.smk, workflow_scripts/gen_dvc.py and the
-    report read it): main and each enabled ablation variant, once per `ablations.seeds` offset."""
-    a = params["ablations"]
-    variants = ["main"] + (list(a["variants"]) if a["enabled"] else [])
-    seeds = a["seeds"] if a["enabled"] else [0]
-    return [stage2_run_name(v, k) for v in variants for k in seeds]
+from refine_iqa.variants import STAGE2_VARIANTS, parse_stage2_name
 
 
 def stage2_settings(params: dict, name: str) -> dict:
@@ -71,8 +27,6 @@ def stage2_settings(params: dict, name: str) -> dict:
 
 
 def train_stage2(params: dict, init_dir, scoring_train_path, out_dir, curve_path, variant: str = "main") -> Path:
-    # imported here, not at the top: the report parses run names from this module and must not depend on them
-    from refine_iqa import model_card, tracking
     from refine_iqa.rewards import get_stage2_reward_funcs
     from refine_iqa.rl.grpo import checkpoint_dir_for, discard_checkpoints, folder_signature, run_grpo
     from refine_iqa.rl.pd import PDReward
