@@ -69,7 +69,8 @@ def test_seed_spread_edge_cases():
     assert s["missing"] == [2] and s["used"] == [0, 1]
     assert s["mean"] == pytest.approx(-0.05) and (s["min"], s["max"]) == (-0.2, 0.1)
     assert s["main_std"] == pytest.approx(0.2)  # deviations -0.2, 0, 0.2: sqrt(0.08 / 2)
-    # constant predictions (SRCC NaN) on seed 1: left out of the mean and the range, listed as undefined
+    # an undefined SRCC (NaN: constant labels or a non-finite score) on seed 1: left out of the mean and the range,
+    # listed as undefined (constant PREDICTIONS score SRCC 0 in metrics.srcc: a run that ranks nothing, kept)
     s = seed_spread([0, 1, 2], {0: -0.3, 1: math.nan, 2: -0.1}, {0: 0.6, 1: math.nan, 2: 0.8})
     assert s["undefined"] == [1] and s["used"] == [0, 2]
     assert s["mean"] == pytest.approx(-0.2) and (s["min"], s["max"]) == (-0.3, -0.1)
@@ -114,7 +115,13 @@ def test_ablation_spread_pairs_replicates_by_seed(tmp_path):
     _preds(tmp_path, "no_pd", LABELS[::-1])      # seed 0: -1 - 1 = -2
     _preds(tmp_path, "no_pd_seed1", LABELS)      # seed 1: 1 - 0.97619 = +0.02381 (against main_seed1, not main)
     _preds(tmp_path, "no_pm", LABELS)            # seed 0 only: its seed-1 replicate is missing
-    out = ablation_spread({"paths": {"work": str(tmp_path)}}, ["main", "main_seed1", "no_pd", "no_pd_seed1", "no_pm"])
+    _preds(tmp_path, "no_think", LABELS)
+    _preds(tmp_path, "no_think_seed1", [2.5] * 8)
+    _preds(tmp_path, "no_pd_no_pm", LABELS)
+    _preds(tmp_path, "no_pd_no_pm_seed1", [math.nan] + LABELS[1:])
+    out = ablation_spread({"paths": {"work": str(tmp_path)}}, ["main", "main_seed1", "no_pd", "no_pd_seed1", "no_pm",
+                                                               "no_think", "no_think_seed1", "no_pd_no_pm",
+                                                               "no_pd_no_pm_seed1"])
     rho = 1 - 12 / 504
     g = out["no_pd"]["synthetic"]
     assert g["per_seed"]["0"]["gap"] == pytest.approx(-2.0) and g["per_seed"]["1"]["gap"] == pytest.approx(1 - rho)
@@ -124,7 +131,13 @@ def test_ablation_spread_pairs_replicates_by_seed(tmp_path):
     assert gap_verdict(g["gap"], g["p05"], g["p95"], s) in ("no: within the training-seed spread", "no: within both spreads")
     pm = out["no_pm"]["synthetic"]
     assert pm["seeds"]["missing"] == [1] and pm["gap"] == 0.0 and math.isnan(pm["seeds"]["min"])
-    assert set(out) == {"no_pd", "no_pm"}
+    # constant predictions rank nothing: SRCC 0 (metrics.srcc), kept: seed 1's gap is 0 - rho
+    assert out["no_think"]["synthetic"]["per_seed"]["1"]["gap"] == pytest.approx(-rho)
+    assert out["no_think"]["synthetic"]["seeds"]["used"] == [0, 1]
+    # a non-finite score makes the SRCC undefined (NaN): that seed is left out and named
+    nan = out["no_pd_no_pm"]["synthetic"]
+    assert nan["seeds"]["undefined"] == [1] and nan["seeds"]["used"] == [0] and nan["gap"] == 0.0
+    assert set(out) == {"no_pd", "no_pm", "no_think", "no_pd_no_pm"}
 
 
 def test_table5_states_how_to_measure_the_seed_spread(tmp_path):

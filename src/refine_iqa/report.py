@@ -151,9 +151,10 @@ def seed_spread(seeds: list[int], gaps: dict[int, float], main_srcc: dict[int, f
 
     `seeds`: the configured seed offsets; `gaps`: offset -> the gap of `<variant>_seed<k>` to `main_seed<k>`
     (an offset without both replicates is absent: "missing"); `main_srcc`: offset -> main's own SRCC. A NaN
-    (constant predictions: SRCC undefined) is left out and listed under "undefined". mean: over the seeds
-    used; min/max: of the per-seed gaps; main_std: the sample standard deviation (n - 1) of main's SRCC over
-    seeds. With fewer than two values a spread is undefined (NaN, rendered "-")."""
+    (SRCC undefined: constant labels, too few items or a non-finite score; constant PREDICTIONS score 0 in
+    metrics.srcc and stay) is left out and listed under "undefined". mean: over the seeds used; min/max: of the
+    per-seed gaps; main_std: the sample standard deviation (n - 1) of main's SRCC over seeds. With fewer than
+    two values a spread is undefined (NaN, rendered "-")."""
     missing = [k for k in seeds if k not in gaps]
     undefined = [k for k in seeds if k in gaps and math.isnan(gaps[k])]
     used = [k for k in seeds if k in gaps and not math.isnan(gaps[k])]
@@ -175,7 +176,7 @@ def gap_verdict(gap: float, p05: float, p95: float, seeds: dict | None = None) -
     0 is not within p05..p95, and, when several seeds were trained, outside the training-seed spread: every
     seed's gap has the same sign (0 not within min..max) AND the mean gap exceeds main's own seed-to-seed std."""
     if any(math.isnan(x) for x in (gap, p05, p95)):
-        return "undetermined: SRCC undefined (constant predictions)"
+        return "undetermined: SRCC undefined (constant labels or a non-finite score)"
     boot_in = p05 <= 0.0 <= p95
     if seeds is None or len(seeds["configured"]) < 2:
         return "no: within the test-sample spread" if boot_in else "yes, beyond the test-sample spread"
@@ -218,7 +219,7 @@ def _ablation_gap_section(spread: dict) -> list[str]:
                 notes.append(f"- {v} / {ds}: seed offset {k} has no replicate pair ({v}_seed{k} or main_seed{k} "
                              "missing, or its test items differ from main's): skipped for that seed.")
             for k in s["undefined"]:
-                notes.append(f"- {v} / {ds}: seed offset {k}: SRCC undefined (constant predictions): skipped.")
+                notes.append(f"- {v} / {ds}: seed offset {k}: SRCC undefined (constant labels or a non-finite score): skipped.")
     if not rows:
         return []
     if not several:
