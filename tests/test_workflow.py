@@ -62,6 +62,8 @@ def test_smoke_workflow_writes_model_cards(smoke_run):
                         ("stage2-main", "stage2"), ("stage2-no_pd", "stage2")):
         meta, body = read_card(smoke_run / "models" / name)
         assert meta["refine_iqa"]["stage"] == stage and "pipeline demonstration" in body
+    _, body = read_card(smoke_run / "models" / "stage2-no_pd")
+    assert "variant: no_pd\n" in body and "training_seed: 0\n" in body  # seed offset 0: the global seed
     meta, _ = read_card(smoke_run / "models" / "stage1")
     assert meta["base_model"] == "models/base" and meta["refine_iqa"]["data"][0]["path"].endswith("manifest.jsonl")
     for name in ("base", "stage1", "stage2-main", "stage2-no_pd"):
