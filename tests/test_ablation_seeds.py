@@ -154,3 +154,38 @@ def test_table5_states_how_to_measure_the_seed_spread(tmp_path):
     # no_pd has no seed-1 replicate: one seed used, spreads shown as "-", the skip stated under the table
     assert "| no_pd | synthetic | 1 of 2 | -2.000 |" in text and "| - | 0.000 | no: training-seed spread not measured" in text
     assert "no_pd / synthetic: seed offset 1 has no replicate pair" in text
+
+
+def test_train_step_passes_the_replicate_seed_to_grpo_and_the_card(tmp_path, monkeypatch):
+    """train_stage2 for `no_pd_seed2` trains GRPO with seed + 2 and records it in the model card (the model,
+    data and GRPO run are stubbed: only the wiring is under test)."""
+    from types import SimpleNamespace
+
+    import refine_iqa.rewards
+    import refine_iqa.rl.grpo
+    import refine_iqa.rl.samples
+    from refine_iqa.io_utils import write_jsonl
+    from refine_iqa.model_card import read_card
+    from refine_iqa.stages import stage2
+
+    seen = {}
+
+    def fake_run_grpo(*args, **kw):
+        seen.update(kw)
+        return SimpleNamespace(save_final=lambda out: Path(out).mkdir(parents=True, exist_ok=True),
+                               accelerator=SimpleNamespace(is_main_process=True))
+
+    monkeypatch.setattr(stage2, "_load_for_training", lambda *a, **k: (None, None, None))
+    monkeypatch.setattr(refine_iqa.rl.samples, "build_stage2", lambda recs, **k: [])
+    monkeypatch.setattr(refine_iqa.rewards, "get_stage2_reward_funcs", lambda *a, **k: [])
+    monkeypatch.setattr(refine_iqa.rl.grpo, "run_grpo", fake_run_grpo)
+    p = load_params(PARAMS, overrides={"seed": 5, "tracking": {"enabled": False}})
+    train = tmp_path / "scoring_train.jsonl"
+    write_jsonl(train, [])
+    init = tmp_path / "init"
+    init.mkdir()
+    out = tmp_path / "stage2-no_pd_seed2"
+    stage2.train_stage2(p, init, train, out, tmp_path / "curve.jsonl", variant="no_pd_seed2")
+    assert seen["seed"] == 7 and seen["resume_key_extra"]["variant"] == "no_pd_seed2"
+    _, body = read_card(out)
+    assert "training_seed: 7\n" in body and "variant: no_pd_seed2\n" in body
