@@ -31,6 +31,17 @@ def test_run_names_parse_to_variant_and_seed_offset():
             parse_stage2_name(bad)
 
 
+def test_the_schema_allows_exactly_the_declared_variants():
+    """params.schema.yaml's enum of ablation variants is the variants table of refine_iqa.variants minus main."""
+    import yaml
+
+    from refine_iqa.variants import STAGE2_VARIANTS
+
+    schema = yaml.safe_load((PARAMS.parent / "src/refine_iqa/schema/params.schema.yaml").read_text())
+    enum = schema["properties"]["ablations"]["properties"]["variants"]["items"]["enum"]
+    assert sorted(enum) == sorted(set(STAGE2_VARIANTS) - {"main"})
+
+
 def test_replicate_settings_add_the_offset_to_the_global_seed():
     p = load_params(PARAMS, overrides={"seed": 7})
     assert stage2_settings(p, "main")["seed"] == 7  # offset 0: today's run
