@@ -84,10 +84,10 @@ def launcher():
 
 
 def stage2_variants():
-    v = ["main"]
-    if config["ablations"]["enabled"]:
-        v += list(config["ablations"]["variants"])
-    return v
+    """Every Stage-2 run: main, the ablation variants and their training-seed replicates (`no_pd_seed1`)."""
+    from refine_iqa.variants import stage2_runs
+
+    return stage2_runs(config)
 
 
 def stage2_init(wildcards):

@@ -120,7 +120,7 @@ def test_qbench_baseline_cannot_memorise_unique_answers():
 
 
 def test_ablation_spread_paired_bootstrap(tmp_path):
-    """Identical predictions: gap 0 and no spread; reversed predictions: a gap of -2 (SRCC 1 -> -1) outside
+    """no_pd identical to main: gap 0 and no spread; no_pm reversed: a gap of -2 (SRCC 1 -> -1) outside
     any spread. Hand-worked: SRCC of the truth order is 1, of the reversed order -1, on every resample."""
     from refine_iqa import report
     from refine_iqa.io_utils import write_jsonl
@@ -134,16 +134,16 @@ def test_ablation_spread_paired_bootstrap(tmp_path):
                      for mode in ("think", "no_think") for k, (p, y) in enumerate(zip(probs, labels))])
 
     preds("stage2-main", labels)
-    preds("stage2-same", list(labels))
-    preds("stage2-reversed", labels[::-1])
-    out = report.ablation_spread({"paths": {"work": str(tmp_path / "work")}}, ["main", "same", "reversed"])
-    same, rev = out["same"]["synthetic"], out["reversed"]["synthetic"]
+    preds("stage2-no_pd", list(labels))
+    preds("stage2-no_pm", labels[::-1])
+    out = report.ablation_spread({"paths": {"work": str(tmp_path / "work")}}, ["main", "no_pd", "no_pm"])
+    same, rev = out["no_pd"]["synthetic"], out["no_pm"]["synthetic"]
     assert same["gap"] == 0.0 and same["p05"] == 0.0 and same["p95"] == 0.0
     assert rev["gap"] == pytest.approx(-2.0)
     # A resample with a single distinct image has constant labels (SRCC NaN) and is left out; every other
     # resample keeps the order of the distinct images, so the gap stays -2.
     assert rev["p95"] == pytest.approx(-2.0)
-    assert set(out) == {"same", "reversed"} and same["n"] == 8
+    assert set(out) == {"no_pd", "no_pm"} and same["n"] == 8
 
 
 def test_skill_kept_after_stage2():

@@ -62,6 +62,8 @@ def test_smoke_workflow_writes_model_cards(smoke_run):
                         ("stage2-main", "stage2"), ("stage2-no_pd", "stage2")):
         meta, body = read_card(smoke_run / "models" / name)
         assert meta["refine_iqa"]["stage"] == stage and "pipeline demonstration" in body
+    _, body = read_card(smoke_run / "models" / "stage2-no_pd")
+    assert "variant: no_pd\n" in body and "training_seed: 0\n" in body  # seed offset 0: the global seed
     meta, _ = read_card(smoke_run / "models" / "stage1")
     assert meta["base_model"] == "models/base" and meta["refine_iqa"]["data"][0]["path"].endswith("manifest.jsonl")
     for name in ("base", "stage1", "stage2-main", "stage2-no_pd"):
@@ -96,6 +98,21 @@ def test_embedded_and_paper_configurations_dry_run(tmp_path):
     assert "stage2" in out.stdout and "report" in out.stdout
     out = smk(tmp_path, "-n", "--configfile", str(REPO / "configs/paper.yaml"))
     assert "stage1" in out.stdout and "build_model" not in out.stdout and "warm_start" not in out.stdout
+
+
+def test_seed_replicates_join_the_dag(tmp_path):
+    """ablations.seeds: [0, 1] adds a `_seed1` Stage-2 run of main and of each variant (seed offset passed by
+    name), their evaluations, and feeds them to the metrics job (dry-run of the smoke configuration)."""
+    seeds = tmp_path / "seeds.yaml"
+    seeds.write_text("ablations:\n  seeds: [0, 1]\n")
+    out = smk(tmp_path, "-n", "-p", "--configfile", str(REPO / "configs/smoke.yaml"), str(seeds)).stdout
+    jobs = out.split("\nrule ")
+    metrics = next(j for j in jobs if j.startswith("metrics:"))
+    for run in ("main", "main_seed1", "no_pd", "no_pd_seed1"):  # configs/smoke.yaml: variants [no_pd]
+        assert f"--variant {run} --out models/stage2-{run} " in out, run
+        assert any(j.startswith("eval_scoring:") and f"results/scoring/stage2-{run}.json" in j for j in jobs), run
+        assert f"results/scoring/stage2-{run}.json" in metrics and f"results/curves/stage2-{run}.jsonl" in metrics
+    assert "seed2" not in out and "no_pm" not in out
 
 
 def test_paper_configuration_without_the_model_fails_at_once(tmp_path):

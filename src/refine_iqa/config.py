@@ -87,6 +87,8 @@ def validate(params: dict, source: str = "params.yaml") -> dict:
         msg = e.message
         if e.validator == "additionalProperties":
             msg += " (a typo? every allowed key is listed in src/refine_iqa/schema/params.schema.yaml)"
+        elif e.validator == "contains" and "const" in e.validator_value:  # the default message names no value
+            msg = f"{e.instance} must include {e.validator_value['const']!r} ({e.schema.get('description', '')})"
         raise ConfigError(f"{source}: {where}: {msg}")
     _check_semantics(filled, source)
     return filled

@@ -72,42 +72,174 @@ BOOTSTRAP = 1000
 
 
 def ablation_spread(params: dict, variants: list[str], seed: int = 0) -> dict:
-    """Each Stage-2 variant's SRCC gap to main (think, probability score) with its paired-bootstrap spread
-    over the test images: the same resampled images for both models, BOOTSTRAP times; the 5th-95th
-    percentile of the gap. It measures how much the gap moves with the test sample only (one training seed
-    per variant: the spread between training seeds is not measured and comes on top)."""
+    """Each Stage-2 variant's SRCC gap to main (think, probability score) per test dataset, with two spreads.
+
+    - Test sample: the paired bootstrap over the test images (the same resampled images for every model,
+      BOOTSTRAP times); the 5th-95th percentile of the gap averaged over the training seeds.
+    - Training seeds (when `variants` holds `_seed<k>` replicates, ablations.seeds): each seed's gap pairs
+      `<variant>_seed<k>` with `main_seed<k>`; `seed_spread` summarises them with main's own seed-to-seed std.
+
+    With one seed per variant the gap and its bootstrap spread are exactly those of that one run."""
     import numpy as np
 
     from refine_iqa.eval import metrics
+    from refine_iqa.variants import parse_stage2_name
 
     W = Path(params["paths"]["work"]) / "predictions"
+    runs: dict[str, dict[int, str]] = {}  # variant -> seed offset -> run name
+    for name in variants:
+        v, k = parse_stage2_name(name)
+        runs.setdefault(v, {})[k] = name
+    seeds = sorted({k for by_seed in runs.values() for k in by_seed})
 
     def probs(name):
         rows = [r for r in read_jsonl(W / f"scoring-{name}.jsonl") if r["mode"] == "think"]
         return {(r["dataset"], r["item_id"]): (r["prob"], r["label"]) for r in rows}
 
-    main = probs("stage2-main")
+    preds = {name: probs(f"stage2-{name}") for by_seed in runs.values() for name in by_seed.values()}
+    main = preds["main"]
     rng = np.random.default_rng(seed)
     out: dict = {}
     for ds in sorted({d for d, _ in main}):
         keys = sorted(k for k in main if k[0] == ds)
         draws = [rng.integers(0, len(keys), len(keys)) for _ in range(BOOTSTRAP)]
-        pm, y = np.array([main[k][0] for k in keys]), np.array([main[k][1] for k in keys])
-        for v in variants:
+        y = np.array([main[k][1] for k in keys])
+
+        def scores(name):
+            """(full-set SRCC, SRCC on each resample) of run `name`; None if its test items differ from main's."""
+            if any(k not in preds[name] for k in keys):
+                return None
+            p = np.array([preds[name][k][0] for k in keys])
+            return metrics.srcc(p, y), np.array([metrics.srcc(p[d], y[d]) for d in draws])
+
+        main_scores = {k: scores(name) for k, name in runs["main"].items()}
+        for v, by_seed in runs.items():
             if v == "main":
                 continue
-            other = probs(f"stage2-{v}")
-            if any(k not in other for k in keys):
+            per_seed, gaps, draw_gaps = {}, {}, []
+            for k in seeds:
+                if k not in by_seed or main_scores.get(k) is None:
+                    continue  # no replicate for this seed (or main's differs): stated by seed_spread as missing
+                sv = scores(by_seed[k])
+                if sv is None:
+                    per_seed[str(k)] = {"error": "test items differ from main's"}
+                    continue
+                (full_v, dv), (full_m, dm) = sv, main_scores[k]
+                gaps[k] = full_v - full_m
+                d = (dv - dm)[~np.isnan(dv - dm)]
+                per_seed[str(k)] = {"gap": gaps[k], "srcc": full_v, "main_srcc": full_m,
+                                    "p05": float(np.percentile(d, 5)) if len(d) else math.nan,
+                                    "p95": float(np.percentile(d, 95)) if len(d) else math.nan}
+                if not math.isnan(gaps[k]):
+                    draw_gaps.append(dv - dm)
+            if not gaps:
                 out.setdefault(v, {})[ds] = {"error": "test items differ from main's"}
                 continue
-            pv = np.array([other[k][0] for k in keys])
-            gaps = [metrics.srcc(pv[d], y[d]) - metrics.srcc(pm[d], y[d]) for d in draws]
-            gaps = [g for g in gaps if not math.isnan(g)]
+            spread = seed_spread(seeds, gaps, {k: s[0] for k, s in main_scores.items() if s is not None})
+            mean_draws = np.mean(draw_gaps, axis=0) if draw_gaps else np.array([])
+            mean_draws = mean_draws[~np.isnan(mean_draws)]  # a resample of one distinct image has no SRCC
             out.setdefault(v, {})[ds] = {
-                "gap": metrics.srcc(pv, y) - metrics.srcc(pm, y), "n": len(keys),
-                "p05": float(np.percentile(gaps, 5)) if gaps else math.nan,
-                "p95": float(np.percentile(gaps, 95)) if gaps else math.nan}
+                "gap": spread["mean"], "n": len(keys),
+                "p05": float(np.percentile(mean_draws, 5)) if len(mean_draws) else math.nan,
+                "p95": float(np.percentile(mean_draws, 95)) if len(mean_draws) else math.nan,
+                "per_seed": per_seed, "seeds": spread}
     return out
+
+
+def seed_spread(seeds: list[int], gaps: dict[int, float], main_srcc: dict[int, float]) -> dict:
+    """The spread of one variant's gap to main across training seeds.
+
+    `seeds`: the configured seed offsets; `gaps`: offset -> the gap of `<variant>_seed<k>` to `main_seed<k>`
+    (an offset without both replicates is absent: "missing"); `main_srcc`: offset -> main's own SRCC. A NaN
+    (SRCC undefined: constant labels, too few items or a non-finite score; constant PREDICTIONS score 0 in
+    metrics.srcc and stay) is left out and listed under "undefined". mean: over the seeds used; min/max: of the
+    per-seed gaps; main_std: the sample standard deviation (n - 1) of main's SRCC over seeds. With fewer than
+    two values a spread is undefined (NaN, rendered "-")."""
+    missing = [k for k in seeds if k not in gaps]
+    undefined = [k for k in seeds if k in gaps and math.isnan(gaps[k])]
+    used = [k for k in seeds if k in gaps and not math.isnan(gaps[k])]
+    g = [gaps[k] for k in used]
+    ms = [main_srcc[k] for k in seeds if k in main_srcc and not math.isnan(main_srcc[k])]
+    mean_m = sum(ms) / len(ms) if ms else math.nan
+    return {
+        "configured": list(seeds), "used": used, "missing": missing, "undefined": undefined,
+        "mean": sum(g) / len(g) if g else math.nan,
+        "min": min(g) if len(g) >= 2 else math.nan,
+        "max": max(g) if len(g) >= 2 else math.nan,
+        "main_std": math.sqrt(sum((x - mean_m) ** 2 for x in ms) / (len(ms) - 1)) if len(ms) >= 2 else math.nan,
+        "main_n": len(ms),
+    }
+
+
+def gap_verdict(gap: float, p05: float, p95: float, seeds: dict | None = None) -> str:
+    """Whether a gap to main is a difference: it must lie outside the test-sample (bootstrap) spread, i.e.
+    0 is not within p05..p95, and, when several seeds were trained, outside the training-seed spread: every
+    seed's gap has the same sign (0 not within min..max) AND the mean gap exceeds main's own seed-to-seed std."""
+    if any(math.isnan(x) for x in (gap, p05, p95)):
+        return "undetermined: SRCC undefined (constant labels or a non-finite score)"
+    boot_in = p05 <= 0.0 <= p95
+    if seeds is None or len(seeds["configured"]) < 2:
+        return "no: within the test-sample spread" if boot_in else "yes, beyond the test-sample spread"
+    if math.isnan(seeds["min"]):
+        return f"no: training-seed spread not measured ({len(seeds['used'])} usable seed)"
+    seed_in = seeds["min"] <= 0.0 <= seeds["max"] or abs(gap) <= seeds["main_std"]
+    if boot_in and seed_in:
+        return "no: within both spreads"
+    if boot_in:
+        return "no: within the test-sample spread"
+    if seed_in:
+        return "no: within the training-seed spread"
+    return "yes, beyond both spreads"
+
+
+def _ablation_gap_section(spread: dict) -> list[str]:
+    """Table 5's gap rows: one seed per variant (today's default) or the seed-replicate view."""
+    several = any(len(g.get("seeds", {}).get("configured", [0])) > 1 for per in spread.values() for g in per.values())
+
+    def dash(x):
+        return "-" if x is None or math.isnan(x) else f"{x:+.3f}"
+
+    rows, notes = [], []
+    for v, per in spread.items():
+        for ds, g in per.items():
+            if "error" in g:
+                rows.append([v, ds, g["error"]] + ["-"] * (5 if several else 2))
+                continue
+            s = g.get("seeds")
+            boot = f"{dash(g['p05'])} .. {dash(g['p95'])}"
+            verdict = gap_verdict(g["gap"], g["p05"], g["p95"], s)
+            if not several:
+                rows.append([v, ds, dash(g["gap"]), boot, verdict])
+                continue
+            seed_range = "-" if math.isnan(s["min"]) else f"{dash(s['min'])} .. {dash(s['max'])}"
+            main_std = "-" if math.isnan(s["main_std"]) else f"{s['main_std']:.3f}"
+            rows.append([v, ds, f"{len(s['used'])} of {len(s['configured'])}", dash(g["gap"]), boot, seed_range,
+                         main_std, verdict])
+            for k in s["missing"]:
+                notes.append(f"- {v} / {ds}: seed offset {k} has no replicate pair ({v}_seed{k} or main_seed{k} "
+                             "missing, or its test items differ from main's): skipped for that seed.")
+            for k in s["undefined"]:
+                notes.append(f"- {v} / {ds}: seed offset {k}: SRCC undefined (constant labels or a non-finite score): skipped.")
+    if not rows:
+        return []
+    if not several:
+        return ["Gap of each variant to main (SRCC think, probability score), with its spread: the 5th-95th "
+                f"percentile of the same gap over {BOOTSTRAP} paired bootstrap resamples of the test images. That "
+                "spread covers the test sample only; each variant is ONE training run (one seed), and the spread "
+                "between training seeds, not measured here, comes on top. A gap inside its spread is noise. To "
+                "measure the seed spread, set `ablations.seeds: [0, 1, 2]` in params.yaml: main and every variant "
+                "are trained again with seeds `seed + 1` and `seed + 2` (runs `<variant>_seed1`, `_seed2`) and this "
+                "table shows both spreads.", "",
+                _table(["variant", "dataset", "gap to main", "spread (5%..95%)", "a difference?"], rows), ""]
+    return ["Gap of each variant to main (SRCC think, probability score), averaged over training seeds: seed "
+            "offset k pairs `<variant>_seed<k>` with `main_seed<k>` (offset 0: the plain runs). Two spreads: the "
+            f"test sample (5th-95th percentile of the seed-averaged gap over {BOOTSTRAP} paired bootstrap resamples "
+            "of the test images) and the training seeds (min..max of the per-seed gaps; main's own SRCC std from "
+            "seed to seed, n - 1). A gap is a difference only outside BOTH: 0 outside the bootstrap spread, every "
+            "seed's gap of the same sign, and the mean gap larger than main's seed std. '-': fewer than two seeds.",
+            "", _table(["variant", "dataset", "seeds used", "mean gap to main", "test-sample spread (5%..95%)",
+                        "per-seed gaps (min..max)", "main SRCC seed std", "a difference?"], rows), ""] \
+        + (notes + [""] if notes else [])
 
 
 # The paper's column headers for Tables 1-2 (Comp. = compression, OE/UE = over/underexposure, ...).
@@ -394,22 +526,7 @@ def render_report(params: dict, metrics_path, report_path, figures_dir, cards_di
                          _fmt(r["think"]["numeric"]["hit_rate"]),
                          _fmt(c.get("rewards/answer_reward/mean", {}).get("first20")), _fmt(c.get("rewards/answer_reward/mean", {}).get("last20"))])
     out += [_table(["variant", "dataset", "SRCC think (prob)", "SRCC no-think (prob)", "hit rate think", "answer reward first 20", "answer reward last 20"], rows), ""]
-    spread = m.get("ablation_spread", {})
-    rows = []
-    for v, per in spread.items():
-        for ds, g in per.items():
-            if "error" in g:
-                rows.append([v, ds, g["error"], "-", "-"])
-                continue
-            inside = g["p05"] <= 0.0 <= g["p95"]
-            rows.append([v, ds, f"{g['gap']:+.3f}", f"{g['p05']:+.3f} .. {g['p95']:+.3f}",
-                         "no: within the test-sample spread" if inside else "yes, beyond the test-sample spread"])
-    if rows:
-        out += ["Gap of each variant to main (SRCC think, probability score), with its spread: the 5th-95th "
-                f"percentile of the same gap over {BOOTSTRAP} paired bootstrap resamples of the test images. That "
-                "spread covers the test sample only; each variant is ONE training run (one seed), and the spread "
-                "between training seeds, not measured here, comes on top. A gap inside its spread is noise.", "",
-                _table(["variant", "dataset", "gap to main", "spread (5%..95%)", "a difference?"], rows), ""]
+    out += _ablation_gap_section(m.get("ablation_spread", {}))
     out += ["## Table 6: numeric vs probability-based inference (SRCC / PLCC)", ""]
     rows = []
     for name, res in m["scoring"].items():

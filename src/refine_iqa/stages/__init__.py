@@ -21,7 +21,7 @@ _WHERE = {
                "job_device", "scoring_eval_sets", "log"),
     "model": ("build_model", "warm_start"),
     "stage1": ("train_stage1",),
-    "stage2": ("STAGE2_VARIANTS", "stage2_settings", "train_stage2"),
+    "stage2": ("stage2_settings", "train_stage2"),  # the variants and run names: refine_iqa.variants
     "evaluate": ("eval_perception", "_cached", "_model_fingerprint", "_eval_fingerprint", "_journal_path",
                  "eval_scoring", "qbench_set", "eval_qbench", "eval_baselines"),
     "data": ("make_scenes", "_perception_sources", "curate_shard", "_synthesis_settings", "synthesize_shard",

@@ -1,5 +1,5 @@
 """The step of rules/stage2.smk: Stage-2 scoring GRPO, the main run and the ablation variants (rules/common.smk
-reads `stage2_settings` to pick a variant's initial model)."""
+reads `stage2_settings` to pick a variant's initial model). Run names and the list of runs: refine_iqa.variants."""
 
 from __future__ import annotations
 
@@ -8,22 +8,13 @@ from pathlib import Path
 from refine_iqa import model_card, tracking
 from refine_iqa.io_utils import read_jsonl
 from refine_iqa.stages.common import _load_for_training, _tags, setup_compute
+from refine_iqa.variants import STAGE2_VARIANTS, parse_stage2_name
 
 
-# Stage-2 variants: the main run and the ablations of Tables 5-6.
-STAGE2_VARIANTS = {
-    "main": {},
-    "no_stage1": {"init": "base"},
-    "no_pd": {"pd": False},
-    "no_pm": {"pm": False},
-    "no_pd_no_pm": {"pd": False, "pm": False},
-    "no_think": {"mode": "no_think"},
-}
-
-
-def stage2_settings(params: dict, variant: str) -> dict:
-    if variant not in STAGE2_VARIANTS:
-        raise ValueError(f"unknown Stage-2 variant {variant!r}; use one of {sorted(STAGE2_VARIANTS)}")
+def stage2_settings(params: dict, name: str) -> dict:
+    """The settings of Stage-2 run `name` (a variant, optionally `_seed<k>`): its variant's switches and the
+    GRPO seed, the global seed plus the offset."""
+    variant, offset = parse_stage2_name(name)
     s2 = params["stage2"]
     v = STAGE2_VARIANTS[variant]
     return {
@@ -31,6 +22,7 @@ def stage2_settings(params: dict, variant: str) -> dict:
         "init": v.get("init", s2["init"]),
         "pd": v.get("pd", s2["pd"]["enabled"]),
         "pm": v.get("pm", s2["pm"]["enabled"]),
+        "seed": params["seed"] + offset,
     }
 
 
@@ -63,7 +55,7 @@ def train_stage2(params: dict, init_dir, scoring_train_path, out_dir, curve_path
     print(f"[stage2:{variant}] {len(samples)} samples, settings {v}", flush=True)
     with tracking.stage_run(f"stage2-{variant}", params["tracking"],
                             params={"stage2": s2, "variant": variant, **{f"variant.{k}": x for k, x in v.items()}}) as run:
-        trainer = run_grpo(model, processor, samples, funcs, s2["grpo"], seed=params["seed"], curve_path=curve_path,
+        trainer = run_grpo(model, processor, samples, funcs, s2["grpo"], seed=v["seed"], curve_path=curve_path,
                  device=device, reward_weights=weights, pm=pm, correct_from=("answer_reward", "format_reward"),
                  think_tags=tags if think else None, on_log=run.log_metrics, bind=bind, checkpoint_dir=checkpoints,
                  resume_key_extra={"start_model": folder_signature(init_dir), "variant": variant}, args=args,
@@ -71,7 +63,8 @@ def train_stage2(params: dict, init_dir, scoring_train_path, out_dir, curve_path
         trainer.save_final(out_dir)  # every process calls it; only the main process writes
         if trainer.accelerator.is_main_process:
             model_card.write_training_card(params, out_dir, stage="stage2", name=f"stage2-{variant}", base_model=init_dir,
-                                           data={"scoring_train": scoring_train_path}, extra={"variant": variant, "variant_settings": v})
+                                           data={"scoring_train": scoring_train_path}, extra={"variant": variant, "variant_settings": v,
+                                                  "training_seed": v["seed"]})
         discard_checkpoints(checkpoints)
         run.register_model(f"refine-iqa-stage2-{variant}", out_dir)  # issue 15: registry entry, DVC hash as lineage
     return Path(out_dir)
