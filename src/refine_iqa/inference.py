@@ -98,15 +98,19 @@ class Scorer:
             samples.append(sample)
         # A no-think answer is a dozen tokens; only think mode needs the long budget.
         budget = self.max_new_tokens if self.think else min(self.max_new_tokens, 24)
-        stream = _BatchStream(lambda i, out: self._fill(results[i], out), on_result, results)
+        style = prompts.get_tag_style(self.tags)
+
+        def on_row(i: int, out: dict) -> None:
+            self._fill(results[i], out, style)
+            if on_result is not None:
+                on_result(results[i])
+
         score_samples(self.model, self.processor, samples, think=self.think, tags=self.tags,
                       max_new_tokens=budget, batch_size=self.batch_size, progress=progress,
-                      answers=self.think or self.mode == "numeric", journal=stream, key=_index_key)
+                      answers=self.think or self.mode == "numeric", journal=_BatchStream(on_row), key=_index_key)
         return results
 
-    def _fill(self, r: dict, out: dict) -> None:
-        from refine_iqa import prompts
-
+    def _fill(self, r: dict, out: dict, style) -> None:
         if out.get("error") is not None:  # unreadable file: skipped, reported
             r["error"] = out["error"]
             return
@@ -116,7 +120,6 @@ class Scorer:
         else:
             r["score"] = round(min(max(float(value), 0.0), 4.999), 4)
         if self.think:
-            style = prompts.get_tag_style(self.tags)
             c = out["completion"]
             a, b = c.find(style.think_open), c.find(style.think_close)
             r["interpretation"] = c[a + len(style.think_open):b].strip() if 0 <= a < b else ""
@@ -127,19 +130,16 @@ def _index_key(sample: dict, index: int) -> str:
 
 
 class _BatchStream:
-    """score_samples' journal interface (`done`, `append(records)` once per batch), used to turn each batch's
-    rows into results as soon as they exist: `fill(i, row)` completes result i, `on_result` gets them in order."""
+    """score_samples' journal interface (`done`, `append(records)` once per batch), used to hand each batch's
+    rows on as soon as they exist: `on_row(i, row)` for sample i, in input order."""
 
-    def __init__(self, fill, on_result, results):
+    def __init__(self, on_row):
         self.done: dict = {}
-        self._fill, self._on_result, self._results = fill, on_result, results
+        self._on_row = on_row
 
     def append(self, records: list[dict]) -> None:
         for rec in sorted(records, key=lambda r: int(r["key"])):
-            i = int(rec["key"])
-            self._fill(i, rec)
-            if self._on_result is not None:
-                self._on_result(self._results[i])
+            self._on_row(int(rec["key"]), rec)
 
 
 def run_score_cli(args) -> int:
