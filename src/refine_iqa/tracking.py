@@ -161,9 +161,9 @@ class StageRun:
         self.run = run
         self._client = client
         # After a resume: {key: {step: value}} the killed attempt logged past its last checkpoint (see
-        # attach_checkpoints), and the largest gap between those values and the replayed ones.
+        # attach_checkpoints); the largest gap between those values and the replayed ones so far.
         self._logged_past_checkpoint: dict[str, dict[int, float]] = {}
-        self._replay_max_diff: float | None = None
+        self._replay_max_diff = 0.0
 
     @property
     def run_id(self) -> str | None:
@@ -202,7 +202,7 @@ class StageRun:
                 keep[k] = v
             else:
                 diff = abs(v - old)
-                self._replay_max_diff = max(self._replay_max_diff or 0.0, diff)
+                self._replay_max_diff = max(self._replay_max_diff, diff)
         if len(keep) < len(clean):
             self._client.set_tag(self.run_id, "refine_iqa.replay_max_abs_diff", f"{self._replay_max_diff:.3g}")
         return keep
