@@ -24,7 +24,8 @@ import learnability  # noqa: E402
 # The tests' bars (tests/test_learnability_stage*.py); a row passes only when every one holds.
 STAGE1_BARS = "reward last20 >= 1.5x first20; family accuracy >= 0.75"
 STAGE2_BARS = "reward last20 >= 1.8x first20; hit +0.1; MAE down; SRCC >= 0.8; format >= 0.95; pred std > 0.5"
-THINK_BARS = "reward last20 >= 1.8x first20; PD reward non-zero in > half the steps; think format >= 0.95"
+THINK_BARS = ("reward last20 >= 1.8x first20; PD reward non-zero in > half the steps; think format >= 0.95; "
+              "SRCC >= 0.6; pred std > 0.3")
 
 
 def stage1_row(r: dict) -> tuple[str, bool]:
@@ -48,7 +49,8 @@ def stage2_row(r: dict) -> tuple[str, bool]:
 def think_row(r: dict) -> tuple[str, bool]:
     b, a = r["before"], r["after"]
     ratio = r["reward_last20"] / r["reward_first20"]
-    ok = ratio >= 1.8 and r["pd_nonzero_frac"] > 0.5 and a["format"] >= 0.95
+    ok = (ratio >= 1.8 and r["pd_nonzero_frac"] > 0.5 and a["format"] >= 0.95 and a["srcc"] >= 0.6
+          and a["distinct_preds"] >= 2 and a["pred_std"] > 0.3)
     return (f"| {r['seed']} | {r['reward_first20']:.3f} -> {r['reward_last20']:.3f} ({ratio:.2f}x) | "
             f"{r['pd_nonzero_frac']:.2f} | {b['format']:.2f} -> {a['format']:.2f} | "
             f"{b['hit_rate']:.2f} -> {a['hit_rate']:.2f} | {a['srcc']:.3f} | {a['distinct_preds']} | "

@@ -88,6 +88,72 @@ def test_stage2_uses_the_modified_advantage(fresh, brightness_records, tmp_path)
     assert "groups/frac_with_correct" in trainer._metrics["train"] and "pm/advantage_mean" in trainer._metrics["train"]
 
 
+def test_answer_field_kl_is_added_to_the_loss(fresh, brightness_records, tmp_path):
+    """loss(coef) = loss(0) + coef x mean k3 KL to the frozen start model over the answer-field tokens, with a
+    gradient through the policy's log-probs; the reference copy does not train."""
+    from refine_iqa.rl.answer_field import answer_field_spans
+    model, processor = fresh
+    samples = build_stage2(brightness_records[0][:8], think=False)
+    args = grpo_config(SETTINGS, out_dir=tmp_path, seed=0)
+    trainer = RefineGRPOTrainer(model=model, reward_funcs=get_stage2_reward_funcs("paper", mode="no_think"), args=args,
+                                train_dataset=lazy_dataset(samples, processor), processing_class=processor,
+                                answer_kl=(0.5, answer_field_spans(("score",), "paper")))
+    assert not any(p.requires_grad for p in trainer._answer_ref.parameters())
+    model.train()
+    out = trainer._generate_and_score_completions([trainer.train_dataset[0]] * 4 + [trainer.train_dataset[1]] * 4)
+    assert out["answer_field_mask"].shape == out["completion_ids"].shape
+    mask = torch.zeros_like(out["answer_field_mask"])
+    mask[:, :3] = 1.0  # a random model writes no parsable score: mark three tokens a row by hand
+    out["answer_field_mask"] = mask
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop; the loss is called directly here
+    with torch.no_grad():  # move the policy away from the reference, so the KL is not zero
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ref = trainer._reference_logps(out)
+    with_kl = trainer._compute_loss(model, out)
+    assert with_kl.requires_grad and trainer._metrics["train"]["answer_kl/mean"][-1] > 0
+    kl_off, trainer.answer_kl = trainer.answer_kl, None
+    plain = trainer._compute_loss(model, out)
+    logps = trainer._loss_logps
+    diff = ref - logps
+    expected = 0.5 * ((torch.exp(diff) - diff - 1) * mask).sum() / mask.sum()
+    assert expected.item() > 0 and torch.allclose(with_kl - plain, expected, atol=1e-6)
+    trainer.answer_kl = kl_off
+    # the reference is the START model: training the policy leaves it unchanged
+    assert torch.allclose(trainer._reference_logps(out), ref)
+
+
+def test_random_answers_draw_the_family_from_the_given_names():
+    import random
+
+    from refine_iqa.rl.samples import random_answer
+    sample = {"task": "description", "objects": ["cat"]}
+    rng = random.Random(0)
+    fams = {random_answer(sample, rng, families=("underexposure", "overexposure")).split(" / ")[1] for _ in range(60)}
+    assert fams == {"underexposure", "overexposure"}
+    every = {random_answer(sample, rng).split(" / ")[1] for _ in range(600)}
+    assert every == set(prompts.FAMILY_DISPLAY_NAMES.values())  # default: the whole catalogue
+
+
+def test_warm_start_draws_families_from_the_training_labels(fresh, manifest_items, tmp_path, monkeypatch):
+    """By default the random family comes from the label set of the data (here 4 families), not all 12."""
+    import refine_iqa.rl.warmstart as ws
+    model, processor = fresh
+    samples = build_stage1_train(manifest_items, processor, task_mix={"description": 1, "grounding": 1},
+                                 fr_fraction=0.0, seed=0)
+    expected = tuple(sorted(prompts.display_family(it["family"]) for it in manifest_items))
+    assert ws.answer_families(samples) == expected and len(expected) == 4
+    seen = []
+    real = ws.random_answer
+    monkeypatch.setattr(ws, "random_answer", lambda *a, **k: seen.append(k["families"]) or real(*a, **k))
+    ws.warm_start(model, processor, samples, steps=1, learning_rate=1e-3, batch_size=4, seed=0)
+    assert seen and all(f == expected for f in seen)
+    seen.clear()
+    ws.warm_start(model, processor, samples, steps=1, learning_rate=1e-3, batch_size=2, seed=0, families=("blur",))
+    assert seen and all(f == ("blur",) for f in seen)
+    assert ws.answer_families([{"prompt": "p"}]) is None  # scoring samples only: the catalogue default
+
+
 @pytest.mark.parametrize("grad_acc, warmup_epochs, expected", [
     (1, 0.25, 6),   # 48 prompts x G=4 / 8 completions a step = 24 optimizer steps per epoch; 0.25 x 24 = 6
     (2, 0.25, 3),   # two micro-batches per optimizer step: 12 steps per epoch; 0.25 x 12 = 3

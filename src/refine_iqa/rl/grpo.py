@@ -114,6 +114,17 @@ def _strata(samples: list[dict]) -> list:
     return [s["stratum"] for s in samples]
 
 
+def _answer_kl(settings: dict, fields: tuple[str, ...], tags):
+    coef = float(settings.get("answer_kl_coef", 0.0))
+    if coef == 0:
+        return None
+    if not fields:
+        raise ValueError("answer_kl_coef is set but the caller named no answer field for it to act on")
+    from refine_iqa.rl.answer_field import answer_field_spans
+
+    return coef, answer_field_spans(tuple(fields), tags)
+
+
 def grpo_config(settings: dict, *, out_dir: str | Path, seed: int, device: str = "cpu", checkpoint_steps: int = 0):
     """TRL GRPOConfig from a `stage*.grpo` settings block (token-level dapo loss, no KL by default).
     checkpoint_steps > 0 saves a full checkpoint (optimizer included) into out_dir every that many steps.
@@ -302,7 +313,7 @@ def run_grpo(model, processor, samples: list[dict], reward_funcs: list, settings
              on_log: Callable[[dict, int], None] | None = None, bind: list | None = None,
              checkpoint_dir: str | Path | None = None, resume_key_extra: dict | None = None, args=None,
              on_checkpoints: Callable[[Path, bool, int | None], None] | None = None, fast: bool | dict = True,
-             on_trainer: Callable | None = None):
+             on_trainer: Callable | None = None, answer_fields: tuple[str, ...] = (), tags="paper"):
     """Train `model` in place on `samples`; returns the trainer (its state holds the log history).
 
     With `checkpoint_dir`, checkpoints every `settings["checkpoint_steps"]` steps (default 50; 0 turns them
@@ -313,7 +324,8 @@ def run_grpo(model, processor, samples: list[dict], reward_funcs: list, settings
     checkpoints: tracking.StageRun.attach_checkpoints). `fast` turns on the exact once-per-image preprocessing and vision
     tower, the shared-prompt prefill and loss forward and the compact LM head (rl/fastpath.py; a dict switches
     single levers: `fast_vlm`'s keywords); `on_trainer(trainer)` is called
-    before training starts (benchmarks attach their timers there)."""
+    before training starts (benchmarks attach their timers there). `answer_fields` names the answer fields
+    ('family', 'score', 'box'; parsed with `tags`) the `answer_kl_coef` setting acts on (rl/answer_field.py)."""
     every = checkpoint_every(settings, checkpoint_dir)
     dataset = lazy_dataset(samples, processor)  # paths; each batch decoded and shrunk when the trainer reads it
     with _output_dir(Path(checkpoint_dir) if every > 0 else None) as out:
@@ -346,6 +358,7 @@ def run_grpo(model, processor, samples: list[dict], reward_funcs: list, settings
             correct_from=correct_from,
             think_tags=think_tags,
             strata=_strata(samples) if settings.get("balanced_batches") else None,
+            answer_kl=_answer_kl(settings, answer_fields, tags),
         )
         for r in bind or []:
             r.bind(trainer)

@@ -130,14 +130,16 @@ def build_stage2(records: list[dict], *, think: bool, tags="paper", root=None,
     return out
 
 
-def random_answer(sample: dict, rng: random.Random, tags="paper", think_words: int = 8, think: bool | None = None) -> str:
-    """A well-formed answer with RANDOM content (the embedded warm start teaches format, never the task)."""
+def random_answer(sample: dict, rng: random.Random, tags="paper", think_words: int = 8, think: bool | None = None,
+                  families: tuple[str, ...] | None = None) -> str:
+    """A well-formed answer with RANDOM content (the embedded warm start teaches format, never the task).
+    `families`: the family display names to draw from (default all of them)."""
     style = prompts.get_tag_style(tags)
     a, b = style.answer_open, style.answer_close
     if "task" in sample:
         if sample["task"] == "description":
             obj = rng.choice(sample["objects"])
-            fam = rng.choice(list(prompts.FAMILY_DISPLAY_NAMES.values()))
+            fam = rng.choice(list(families or prompts.FAMILY_DISPLAY_NAMES.values()))
             sev = rng.choice(list(prompts.SEVERITY_WORDS.values()))
             return f"{a}{obj} / {fam} / {sev}{b}"
         w, h = sample["model_wh"]

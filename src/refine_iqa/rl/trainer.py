@@ -4,10 +4,14 @@ TRL computes advantages inline in `_generate_and_score_completions` (no hook), s
 gathered per-function rewards from `_calculate_rewards` and, when PM is on, recomputes the advantages with
 Eq. 6 afterwards and writes this process's slice back. TRL's own `frac_reward_zero_std` then still describes
 its default computation; the modified advantages are logged under `pm/*`.
+
+`answer_kl=(coef, spans_of)` adds the answer-field KL (rl/answer_field.py): coef x the mean KL to the frozen
+start model over the tokens of the answer field only, logged under `answer_kl/*`.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -20,19 +24,27 @@ from trl import GRPOTrainer
 
 from refine_iqa.rewards import completion_text
 from refine_iqa.rl.advantages import modified_advantages, weighted_total
+from refine_iqa.rl.answer_field import token_mask
 from refine_iqa.rl.fastpath import PROMPT_LENGTH
 from refine_iqa.rl.sampling import StratifiedRepeatSampler
 
 
 class RefineGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, pm: dict | None = None, correct_from: tuple[str, str] | None = None,
-                 think_tags=None, strata: list | None = None, **kwargs):
+                 think_tags=None, strata: list | None = None, answer_kl: tuple | None = None, **kwargs):
         self.strata = strata  # answer class per training prompt: balanced batches (rl/sampling.py); None = TRL's
         super().__init__(*args, **kwargs)
         self.pm = pm  # {"delta", "sigma_min", "eps"} or None for TRL's standard advantage
         self.correct_from = correct_from  # names of the answer and format reward functions
         self.think_tags = think_tags  # log think length when training in think mode
         self._last_rewards_per_func = None
+        self.answer_kl = answer_kl if answer_kl and answer_kl[0] > 0 else None
+        self._loss_logps = None  # per-token log-probs of the loss forward in progress (answer-field KL)
+        if self.answer_kl is not None:
+            if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+                raise ValueError("answer_kl_coef is an embedded-scale lever (a frozen full copy of the start "
+                                 "model); it is not supported under DeepSpeed or FSDP: set it to 0")
+            self._answer_ref = copy.deepcopy(self.accelerator.unwrap_model(self.model)).eval().requires_grad_(False)
         if pm is not None and correct_from is None:
             raise ValueError("the modified advantage needs correct_from=(answer reward name, format reward name)")
 
@@ -53,13 +65,47 @@ class RefineGRPOTrainer(GRPOTrainer):
         # left-padded prompts and the completions, and scores the last `logits_to_keep` positions.
         token = PROMPT_LENGTH.set(input_ids.size(1) - logits_to_keep)
         try:
-            return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
-                                                              *args, **kwargs)
+            out = super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
+                                                             *args, **kwargs)
         finally:
             PROMPT_LENGTH.reset(token)
+        self._loss_logps = out[0]
+        return out
+
+    def _compute_loss(self, model, inputs):
+        if self.answer_kl is None:
+            return super()._compute_loss(model, inputs)
+        ref_logps = self._reference_logps(inputs)
+        loss = super()._compute_loss(model, inputs)
+        logps, self._loss_logps = self._loss_logps, None
+        mask = inputs["answer_field_mask"].to(logps.dtype)
+        diff = ref_logps - logps
+        per_token_kl = torch.exp(diff) - diff - 1  # TRL's k3 estimator, on the answer-field tokens only
+        kl = (per_token_kl * mask).sum() / mask.sum().clamp(min=1.0)
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["answer_kl/mean"].append(self.accelerator.gather(kl.detach()).nanmean().item())
+        self._metrics[mode]["answer_kl/tokens_per_completion"].append((mask.sum() / max(mask.size(0), 1)).item())
+        normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0
+        return loss + self.answer_kl[0] * kl / normalizer
+
+    @torch.no_grad()
+    def _reference_logps(self, inputs) -> torch.Tensor:
+        """Per-token log-probabilities of the sampled completion under the frozen start model (same inputs as
+        TRL's loss forward)."""
+        completion_ids = inputs["completion_ids"]
+        input_ids = torch.cat([inputs["prompt_ids"], completion_ids], dim=1)
+        attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+        extra = {k: inputs.get(k) for k in ("pixel_values", "image_grid_thw", "num_images", "mm_token_type_ids",
+                                            "token_type_ids")}
+        logps, _, _ = GRPOTrainer._get_per_token_logps_and_entropies(
+            self, self._answer_ref, input_ids, attention_mask, completion_ids.size(1), **extra)
+        return logps
 
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
+        if self.answer_kl is not None:
+            output["answer_field_mask"] = token_mask(output["completion_ids"], output["completion_mask"],
+                                                     self.processing_class.tokenizer, self.answer_kl[1])
         rpf = self._last_rewards_per_func
         if self.correct_from is None or rpf is None:
             return output

@@ -27,9 +27,23 @@ def _conversation(sample: dict, processor, cache: ImageCache | None = None) -> l
     return with_images(sample["prompt"], sample_images(sample, processor, cache))
 
 
+def answer_families(samples: list[dict]) -> tuple[str, ...] | None:
+    """The family display names the description samples hold, sorted; None when there is no description sample."""
+    return tuple(sorted({s["answer_family"] for s in samples if s.get("task") == "description"})) or None
+
+
 def warm_start(model, processor, samples: list[dict], *, steps: int, learning_rate: float, batch_size: int,
-               seed: int, tags="paper", think_words: int = 8, progress=None) -> list[float]:
-    """Train `model` in place; each step draws `batch_size` samples and fresh random answers. Returns losses."""
+               seed: int, tags="paper", think_words: int = 8, progress=None,
+               families: tuple[str, ...] | None = None) -> list[float]:
+    """Train `model` in place; each step draws `batch_size` samples and fresh random answers. Returns losses.
+
+    `families`: the display names the random description family is drawn from. Default: the families the
+    description samples themselves hold (the label set of this training data), so the warm-started policy
+    starts uniform over the answers the task can have, not over all 12 families of the catalogue. Still
+    image-blind; it only spares GRPO the phase where every used family word has to climb from 1/12, the phase in
+    which the Stage-1 learnability runs could collapse onto one word (docs/learnability.md)."""
+    if families is None:
+        families = answer_families(samples)
     rng = random.Random(seed)
     torch.manual_seed(seed)
     cache = ImageCache(capacity=2 * batch_size)
@@ -44,7 +58,7 @@ def warm_start(model, processor, samples: list[dict], *, steps: int, learning_ra
         for i in idx:
             s = samples[i]
             think = s.get("think") if "task" not in s else None
-            answer = random_answer(s, rng, tags, think_words=think_words, think=think)
+            answer = random_answer(s, rng, tags, think_words=think_words, think=think, families=families)
             convs.append(_conversation(s, processor, cache))  # per batch: no image kept
             comps.append(tok(answer, add_special_tokens=False)["input_ids"] + [eos])
         # The trainer's own input path (rl/forcing.py): mm_token_type_ids and the other processor fields included.

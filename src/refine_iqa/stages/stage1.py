@@ -25,7 +25,8 @@ def train_stage1(params: dict, base_dir, manifest_path, out_dir, curve_path) -> 
         trainer = run_grpo(model, processor, samples, get_stage1_reward_funcs(tags, s1["choice_reward"]), s1["grpo"],
                  seed=params["seed"], curve_path=curve_path, device=device, on_log=run.log_metrics,
                  checkpoint_dir=checkpoints, resume_key_extra={"start_model": folder_signature(base_dir)}, args=args,
-                 on_checkpoints=run.attach_checkpoints)  # issue 15: a resume continues its MLflow run
+                 on_checkpoints=run.attach_checkpoints,  # issue 15: a resume continues its MLflow run
+                 answer_fields=("family", "box"), tags=tags)  # the answer-field KL's fields (grpo.answer_kl_coef)
         trainer.save_final(out_dir)  # every process calls it; only the main process writes
         if trainer.accelerator.is_main_process:
             model_card.write_training_card(params, out_dir, stage="stage1", base_model=base_dir,

@@ -59,7 +59,8 @@ def train_stage2(params: dict, init_dir, scoring_train_path, out_dir, curve_path
                  device=device, reward_weights=weights, pm=pm, correct_from=("answer_reward", "format_reward"),
                  think_tags=tags if think else None, on_log=run.log_metrics, bind=bind, checkpoint_dir=checkpoints,
                  resume_key_extra={"start_model": folder_signature(init_dir), "variant": variant}, args=args,
-                 on_checkpoints=run.attach_checkpoints)  # issue 15: a resume continues its MLflow run
+                 on_checkpoints=run.attach_checkpoints,  # issue 15: a resume continues its MLflow run
+                 answer_fields=("score",), tags=tags)  # the answer-field KL's field (grpo.answer_kl_coef)
         trainer.save_final(out_dir)  # every process calls it; only the main process writes
         if trainer.accelerator.is_main_process:
             model_card.write_training_card(params, out_dir, stage="stage2", name=f"stage2-{variant}", base_model=init_dir,
