@@ -43,3 +43,70 @@ def brightness_records(tmp_path_factory):
 
 def rgb(seed: int = 0, size: int = 112) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+# --- learnability recipes: started in the background when the session starts ---------------------------------
+# The three learnability tests each train for minutes on one thread. Run inline they would add their full time
+# to the suite; started at collection time in ONE background process (one recipe after another, one thread),
+# they use the second core while the rest of the suite runs, and each test only waits for its result.
+# The recipe, its seed and its numbers are exactly those of an inline run (tests/learnability.py).
+LEARNABILITY_TESTS = {"test_learnability_stage1.py": "stage1", "test_learnability_stage2.py": "stage2",
+                      "test_learnability_think.py": "stage2_think"}
+LEARNABILITY_SEED = 0
+_background: dict = {}
+
+
+def pytest_collection_finish(session):
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    if session.config.option.collectonly:
+        return
+    recipes = [r for f, r in LEARNABILITY_TESTS.items() if any(item.path.name == f for item in session.items)]
+    if not recipes:
+        return
+    out = Path(tempfile.mkdtemp(prefix="learnability-"))
+    log = open(out / "log.txt", "w")
+    cmd = [sys.executable, str(Path(__file__).parent / "learnability_background.py"), str(out),
+           str(LEARNABILITY_SEED), *recipes]
+    _background.update(dir=out, log=log, proc=subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                                               stdin=subprocess.DEVNULL, start_new_session=True))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    proc = _background.get("proc")
+    if proc is not None and proc.poll() is None:
+        proc.kill()  # a deselected or interrupted run: do not leave training behind
+        proc.wait()
+
+
+def learnability_result(recipe: str, timeout_s: float = 3600) -> dict:
+    """The result of `recipe` (seed LEARNABILITY_SEED) from the background run; waits for it."""
+    import json
+    import time
+
+    if "dir" not in _background:
+        raise RuntimeError("the learnability background run was not started (run the test through pytest)")
+    path = _background["dir"] / f"{recipe}.json"
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        proc = _background["proc"]
+        if proc.poll() is not None and not path.exists():
+            tail = (_background["dir"] / "log.txt").read_text()[-4000:]
+            raise RuntimeError(f"the background learnability run ended (exit {proc.returncode}) without a result "
+                               f"for {recipe}; its log ends:\n{tail}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no result for {recipe} after {timeout_s:.0f} s")
+        time.sleep(2)
+    result = json.loads(path.read_text())
+    if "error" in result:
+        raise RuntimeError(f"the {recipe} recipe raised in the background run:\n{result['error']}")
+    return result
+
+
+@pytest.fixture
+def learnability_run():
+    """learnability_run(recipe) -> the recipe's result dict from the background run (seed LEARNABILITY_SEED)."""
+    return learnability_result

@@ -41,7 +41,7 @@ def grpo_settings(**overrides) -> dict:
                 num_train_epochs=1000, max_steps=300, per_device_train_batch_size=32,
                 gradient_accumulation_steps=1, num_generations=8, max_completion_length=16, temperature=1.0,
                 epsilon=0.2, beta=0.0, bf16=False, gradient_checkpointing=False, logging_steps=1,
-                balanced_batches=True)  # each step balanced over the answer classes (docs/learnability.md)
+                balanced_batches=True, answer_kl_coef=0.0)  # each step balanced over the answer classes (docs/learnability.md)
     unknown = set(overrides) - set(base)
     if unknown:
         raise KeyError(f"unknown GRPO settings {sorted(unknown)}")
@@ -150,14 +150,15 @@ def _index(split: str, i: int, attempt: int) -> int:
 
 STAGE1_N_TRAIN, STAGE1_N_TEST = 200, 64
 STAGE1_WARM = dict(steps=150, learning_rate=3e-3, batch_size=32)
-# 64 rollouts a step = 16 images x G=4, each step's images balanced over the two families (balanced_batches,
-# rl/sampling.py). With few images a step (4 at batch 32, G=8) a randomly drawn batch is often lopsided
-# (3 dark, 1 bright): the family's bias takes a random walk and the policy settles on one word before it uses
-# the image; 16 random images only slow that walk, balancing removes it (per-group noise remains: seed 3
-# still collapses, docs/learnability.md).
+# 64 rollouts a step = 8 images x G=8, each step's images balanced over the two families (balanced_batches,
+# rl/sampling.py), and the answer-field KL (answer_kl_coef 0.05: a KL to the warm-started model on the family
+# word only, rl/answer_field.py). The warm start draws the family from the two the data holds, so the start is
+# image-blind and even. Without the KL an image-blind policy's split between the two words has no restoring
+# force: sampling noise walks it until one word holds all the mass and every group agrees (zero advantage), an
+# absorbing collapse that balanced batches and more images a step only made rarer (docs/learnability.md).
 # Temperatures above 1 fill the object field with garbage and collapse it too.
-STAGE1_GRPO = grpo_settings(max_steps=250, learning_rate=1e-3, per_device_train_batch_size=64, num_generations=4,
-                            max_completion_length=16, temperature=1.0)
+STAGE1_GRPO = grpo_settings(max_steps=250, learning_rate=1e-3, per_device_train_batch_size=64, num_generations=8,
+                            max_completion_length=16, temperature=1.0, answer_kl_coef=0.05)
 
 STAGE2_N_TRAIN, STAGE2_N_TEST = 256, 64
 STAGE2_WARM = dict(steps=100, learning_rate=3e-3, batch_size=32)
@@ -193,7 +194,8 @@ def run_stage1_recipe(tmp: str | Path, seed: int, *, grpo: dict | None = None, w
     curve = tmp / "curve.jsonl"
     seed_all(seed)
     with Stopwatch() as clock:
-        run_grpo(model, processor, train, get_stage1_reward_funcs(tags, "mean"), grpo, seed=seed, curve_path=curve)
+        run_grpo(model, processor, train, get_stage1_reward_funcs(tags, "mean"), grpo, seed=seed, curve_path=curve,
+                 answer_fields=("family",), tags=tags)
     after, _ = evaluate_perception(model, processor, test, tags=tags, max_new_tokens=16)
     first, last = first_last_mean(curve_series(curve, "rewards/description_reward/mean"))
     b, a = before["description"]["nr"], after["description"]["nr"]
@@ -240,7 +242,7 @@ def run_stage2_recipe(tmp: str | Path, seed: int, *, grpo: dict | None = None, w
     with Stopwatch() as clock:
         run_grpo(model, processor, train, get_stage2_reward_funcs(tags, mode="no_think", eps=0.5), grpo, seed=seed,
                  curve_path=curve, reward_weights=[1.0, 1.0], pm=STAGE2_PM,
-                 correct_from=("answer_reward", "format_reward"), think_tags=None)
+                 correct_from=("answer_reward", "format_reward"), think_tags=None, answer_fields=("score",), tags=tags)
     after = scoring_quality(model, processor, test, think=False, tags=tags)
     first, last = first_last_mean(curve_series(curve, "rewards/answer_reward/mean"))
     return {"seed": seed, "reward_first20": first, "reward_last20": last, "before": before, "after": after,
@@ -274,7 +276,8 @@ def run_stage2_think_recipe(tmp: str | Path, seed: int, *, grpo: dict | None = N
     with Stopwatch() as clock:
         run_grpo(model, processor, train, get_stage2_reward_funcs(tags, mode="think", eps=0.5) + [pd], grpo,
                  seed=seed, curve_path=curve, reward_weights=[1.0, 1.0, 1.0], pm=STAGE2_PM,
-                 correct_from=("answer_reward", "format_reward"), think_tags=tags, bind=[pd])
+                 correct_from=("answer_reward", "format_reward"), think_tags=tags, bind=[pd],
+                 answer_fields=("score",), tags=tags)
     after = scoring_quality(model, processor, test, think=True, tags=tags, max_new_tokens=n_new)
     first, last = first_last_mean(curve_series(curve, "rewards/answer_reward/mean"))
     pd_steps = curve_series(curve, "rewards/pd_reward/mean")

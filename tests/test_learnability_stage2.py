@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import pytest
 
-from learnability import run_stage2_recipe
-
 pytestmark = pytest.mark.slow
 
-SEED = 0
 
-
-def test_stage2_grpo_learns_the_brightness_score(tmp_path):
-    r = run_stage2_recipe(tmp_path, SEED)
+def test_stage2_grpo_learns_the_brightness_score(learnability_run):
+    r = learnability_run("stage2")  # seed 0, trained in the background from the session's start (conftest.py)
     before, after, first, last = r["before"], r["after"], r["reward_first20"], r["reward_last20"]
     print(f"\nanswer reward first/last 20 steps {first:.3f} -> {last:.3f} ({last / first:.2f}x); "
           f"held-out before {before}\nafter {after}\nGRPO {r['grpo_wall_s']:.0f} s wall, {r['grpo_cpu_s']:.0f} s CPU")
