@@ -174,7 +174,7 @@ def run_stage1_recipe(tmp: str | Path, seed: int, *, grpo: dict | None = None, w
     from refine_iqa.rewards import get_stage1_reward_funcs
     from refine_iqa.rl.grpo import run_grpo
     from refine_iqa.rl.samples import build_stage1_eval, build_stage1_train
-    from refine_iqa.rl.warmstart import warm_start
+    from refine_iqa.rl.warmstart import answer_families, warm_start
 
     tmp = Path(tmp)
     torch.set_num_threads(1)
@@ -189,7 +189,8 @@ def run_stage1_recipe(tmp: str | Path, seed: int, *, grpo: dict | None = None, w
                                fr_fraction=0.0, seed=seed, tags=tags)
     test = [s for s in build_stage1_eval(test_items, processor, tags=tags)
             if s["task"] == "description" and not s["full_reference"]]
-    warm_start(model, processor, train, seed=seed, tags=tags, **warm)
+    # random families from the two the data holds: the start is even over the task's answers (answer_families)
+    warm_start(model, processor, train, seed=seed, tags=tags, families=answer_families(train), **warm)
     before, _ = evaluate_perception(model, processor, test, tags=tags, max_new_tokens=16)
     curve = tmp / "curve.jsonl"
     seed_all(seed)

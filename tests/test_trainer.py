@@ -135,23 +135,24 @@ def test_random_answers_draw_the_family_from_the_given_names():
     assert every == set(prompts.FAMILY_DISPLAY_NAMES.values())  # default: the whole catalogue
 
 
-def test_warm_start_draws_families_from_the_training_labels(fresh, manifest_items, tmp_path, monkeypatch):
-    """By default the random family comes from the label set of the data (here 4 families), not all 12."""
+def test_warm_start_draws_families_from_the_given_names(fresh, manifest_items, tmp_path, monkeypatch):
+    """answer_families is the label set of the data (here 4 families); warm_start passes `families` to every
+    random answer, and by default the whole catalogue (None)."""
     import refine_iqa.rl.warmstart as ws
     model, processor = fresh
     samples = build_stage1_train(manifest_items, processor, task_mix={"description": 1, "grounding": 1},
                                  fr_fraction=0.0, seed=0)
     expected = tuple(sorted(prompts.display_family(it["family"]) for it in manifest_items))
     assert ws.answer_families(samples) == expected and len(expected) == 4
+    assert ws.answer_families([{"prompt": "p"}]) is None  # scoring samples only
     seen = []
     real = ws.random_answer
     monkeypatch.setattr(ws, "random_answer", lambda *a, **k: seen.append(k["families"]) or real(*a, **k))
-    ws.warm_start(model, processor, samples, steps=1, learning_rate=1e-3, batch_size=4, seed=0)
+    ws.warm_start(model, processor, samples, steps=1, learning_rate=1e-3, batch_size=4, seed=0, families=expected)
     assert seen and all(f == expected for f in seen)
     seen.clear()
-    ws.warm_start(model, processor, samples, steps=1, learning_rate=1e-3, batch_size=2, seed=0, families=("blur",))
-    assert seen and all(f == ("blur",) for f in seen)
-    assert ws.answer_families([{"prompt": "p"}]) is None  # scoring samples only: the catalogue default
+    ws.warm_start(model, processor, samples, steps=1, learning_rate=1e-3, batch_size=2, seed=0)
+    assert seen and all(f is None for f in seen)  # default: the catalogue (random_answer's own default)
 
 
 @pytest.mark.parametrize("grad_acc, warmup_epochs, expected", [

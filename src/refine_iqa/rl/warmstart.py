@@ -37,13 +37,10 @@ def warm_start(model, processor, samples: list[dict], *, steps: int, learning_ra
                families: tuple[str, ...] | None = None) -> list[float]:
     """Train `model` in place; each step draws `batch_size` samples and fresh random answers. Returns losses.
 
-    `families`: the display names the random description family is drawn from. Default: the families the
-    description samples themselves hold (the label set of this training data), so the warm-started policy
-    starts uniform over the answers the task can have, not over all 12 families of the catalogue. Still
-    image-blind; it only spares GRPO the phase where every used family word has to climb from 1/12, the phase in
-    which the Stage-1 learnability runs could collapse onto one word (docs/learnability.md)."""
-    if families is None:
-        families = answer_families(samples)
+    `families`: the display names the random description family is drawn from (default: all 12 of the
+    catalogue). The learnability recipes pass `answer_families(samples)`, the label set of their data, so the
+    warm-started policy starts even over the answers the task can have (docs/learnability.md). Still image-blind.
+    """
     rng = random.Random(seed)
     torch.manual_seed(seed)
     cache = ImageCache(capacity=2 * batch_size)
