@@ -65,9 +65,9 @@ HEADERS = {
     "stage2_think": "| seed | answer reward first -> last 20 | steps with PD != 0 | think format | hit rate | SRCC | "
                     "distinct | GRPO CPU s | result |\n|---|---|---|---|---|---|---|---|---|",
 }
-RECIPES = {"stage1": (learnability.run_stage1_recipe, stage1_row, STAGE1_BARS),
-           "stage2": (learnability.run_stage2_recipe, stage2_row, STAGE2_BARS),
-           "stage2_think": (learnability.run_stage2_think_recipe, think_row, THINK_BARS)}
+RECIPES = {name: (learnability.RECIPES[name], row, bars) for name, row, bars in
+           [("stage1", stage1_row, STAGE1_BARS), ("stage2", stage2_row, STAGE2_BARS),
+            ("stage2_think", think_row, THINK_BARS)]}
 
 
 def _one(recipe: str, seed: int, grpo: dict) -> dict:

@@ -75,10 +75,16 @@ def pytest_collection_finish(session):
 
 
 def pytest_sessionfinish(session, exitstatus):
+    import shutil
+
     proc = _background.get("proc")
-    if proc is not None and proc.poll() is None:
+    if proc is None:
+        return
+    if proc.poll() is None:
         proc.kill()  # a deselected or interrupted run: do not leave training behind
         proc.wait()
+    _background["log"].close()
+    shutil.rmtree(_background["dir"], ignore_errors=True)
 
 
 def learnability_result(recipe: str, timeout_s: float = 3600) -> dict:

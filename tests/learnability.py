@@ -286,3 +286,7 @@ def run_stage2_think_recipe(tmp: str | Path, seed: int, *, grpo: dict | None = N
             "pd_nonzero_frac": sum(v != 0.0 for v in pd_steps) / len(pd_steps),
             "format_last20": first_last_mean(curve_series(curve, "rewards/format_reward/mean"))[1],
             "grpo_wall_s": clock.wall, "grpo_cpu_s": clock.cpu}
+
+
+# The recipes by name: benchmarks/learnability_seeds.py and tests/learnability_background.py run them.
+RECIPES = {"stage1": run_stage1_recipe, "stage2": run_stage2_recipe, "stage2_think": run_stage2_think_recipe}

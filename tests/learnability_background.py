@@ -18,16 +18,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import learnability  # noqa: E402
 
-RECIPES = {"stage1": learnability.run_stage1_recipe, "stage2": learnability.run_stage2_recipe,
-           "stage2_think": learnability.run_stage2_think_recipe}
-
-
 def main(out: str, seed: str, *recipes: str) -> None:
     os.nice(5)  # the suite's own tests come first
     for recipe in recipes:
         try:
             with tempfile.TemporaryDirectory(prefix=f"learn-{recipe}-") as tmp:
-                result = RECIPES[recipe](tmp, int(seed))
+                result = learnability.RECIPES[recipe](tmp, int(seed))
         except Exception:
             result = {"error": traceback.format_exc()}
         part = Path(out) / f"{recipe}.json.tmp"

@@ -94,9 +94,8 @@ def validate(params: dict, source: str = "params.yaml") -> dict:
     return filled
 
 
-# Keys of a `stage*.grpo` block that belong to the project (documented in the schema) and GRPOConfig fields
-# the project sets itself from other settings (what to set instead).
-_GRPO_PROJECT_KEYS = ("checkpoint_steps", "warmup_epochs", "balanced_batches", "answer_kl_coef")
+# GRPOConfig fields the project sets itself from other settings (what to set instead). The project's own keys
+# of a `stage*.grpo` block are the schema's (`_schema_grpo_keys`).
 _GRPO_MANAGED = {
     "output_dir": "the output folder follows the workflow's paths", "seed": "set the top-level seed",
     "data_seed": "set the top-level seed", "use_cpu": "set compute.device", "warmup_steps": "set warmup_epochs",

@@ -40,11 +40,14 @@ def _answer_span(text: str, tags: TagStyle) -> tuple[int, int] | None:
     return start + len(tags.answer_open), end
 
 
+def answer_span(text: str, tags: TagStyle | str = "paper") -> tuple[int, int] | None:
+    """Character span (in `text`) of the content of the last complete answer block, or None."""
+    return _answer_span(text, get_tag_style(tags)) if isinstance(text, str) else None
+
+
 def answer_content(text: str, tags: TagStyle | str = "paper") -> str | None:
     """Text inside the last complete answer block, or None."""
-    if not isinstance(text, str):
-        return None
-    span = _answer_span(text, get_tag_style(tags))
+    span = answer_span(text, tags)
     return None if span is None else text[span[0] : span[1]]
 
 
@@ -84,15 +87,32 @@ def parse_score(text: str, tags: TagStyle | str = "paper") -> float | None:
     return value if math.isfinite(value) else None
 
 
+def choice_spans(text: str, tags: TagStyle | str = "paper") -> list[tuple[int, int]] | None:
+    """Character spans (in `text`) of the 'object / distortion / severity' fields of the last answer block,
+    each stripped of surrounding whitespace: exactly three non-empty fields, or None."""
+    span = answer_span(text, tags)
+    if span is None:
+        return None
+    spans, start = [], span[0]
+    for end in [i for i in range(span[0], span[1]) if text[i] == "/"] + [span[1]]:
+        a, b = start, end
+        while a < b and text[a].isspace():
+            a += 1
+        while b > a and text[b - 1].isspace():
+            b -= 1
+        spans.append((a, b))
+        start = end + 1
+    if len(spans) != 3 or any(a == b for a, b in spans):
+        return None
+    return spans
+
+
 def parse_choices(text: str, tags: TagStyle | str = "paper") -> tuple[str, str, str] | None:
     """'object / distortion / severity' from the last answer block: exactly three non-empty fields."""
-    content = answer_content(text, tags)
-    if content is None:
+    spans = choice_spans(text, tags)
+    if spans is None:
         return None
-    fields = [f.strip() for f in content.split("/")]
-    if len(fields) != 3 or not all(fields):
-        return None
-    return fields[0], fields[1], fields[2]
+    return tuple(text[a:b] for a, b in spans)
 
 
 def _round_half_up(value: float) -> int:

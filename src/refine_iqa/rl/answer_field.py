@@ -1,4 +1,4 @@
-"""The answer field of a completion: which sampled tokens carry the answer (the family word, the score).
+"""The answer field of a completion: which sampled tokens carry the answer (family word, score, box).
 
 Used by the answer-field KL (`answer_kl_coef`, rl/trainer.py): a KL to the frozen start model on those tokens
 only. Why: a policy that starts image-blind (the embedded warm start; docs/learnability.md) earns the same
@@ -24,24 +24,12 @@ from typing import Callable
 import torch
 
 from refine_iqa import parsing
-from refine_iqa.prompts import get_tag_style
-
-FIELDS = ("family", "score", "box")
 
 
 def family_span(text: str, tags) -> list[tuple[int, int]]:
     """The family field of the last answer block ('object / family / severity'), stripped; [] if unparsable."""
-    span = parsing._answer_span(text, get_tag_style(tags)) if isinstance(text, str) else None
-    if span is None or parsing.parse_choices(text, tags) is None:
-        return []
-    first = text.index("/", span[0], span[1])
-    second = text.index("/", first + 1, span[1])
-    start, end = first + 1, second
-    while start < end and text[start].isspace():
-        start += 1
-    while end > start and text[end - 1].isspace():
-        end -= 1
-    return [(start, end)]
+    spans = parsing.choice_spans(text, tags)
+    return [] if spans is None else [spans[1]]
 
 
 def score_span(text: str, tags) -> list[tuple[int, int]]:
@@ -51,7 +39,7 @@ def score_span(text: str, tags) -> list[tuple[int, int]]:
 
 def box_span(text: str, tags) -> list[tuple[int, int]]:
     """The whole content of the last answer block when it parses as a box (every coordinate token)."""
-    span = parsing._answer_span(text, get_tag_style(tags)) if isinstance(text, str) else None
+    span = parsing.answer_span(text, tags)
     return [] if span is None or parsing.parse_box(text, tags) is None else [span]
 
 
@@ -61,7 +49,7 @@ _SPANS = {"family": family_span, "score": score_span, "box": box_span}
 def answer_field_spans(fields: tuple[str, ...] | list[str], tags) -> Callable[[str], list[tuple[int, int]]]:
     unknown = [f for f in fields if f not in _SPANS]
     if unknown:
-        raise ValueError(f"unknown answer field(s) {unknown}; choose from {list(FIELDS)}")
+        raise ValueError(f"unknown answer field(s) {unknown}; choose from {list(_SPANS)}")
     finders = [_SPANS[f] for f in fields]
     return lambda text: [s for find in finders for s in find(text, tags)]
 
