@@ -26,6 +26,7 @@ STAGE1_BARS = "reward last20 >= 1.5x first20; family accuracy >= 0.75"
 STAGE2_BARS = "reward last20 >= 1.8x first20; hit +0.1; MAE down; SRCC >= 0.8; format >= 0.95; pred std > 0.5"
 THINK_BARS = ("reward last20 >= 1.8x first20; PD reward non-zero in > half the steps; think format >= 0.95; "
               "SRCC >= 0.6; pred std > 0.3")
+GROUNDING_BARS = "held-out IoU >= best constant box + 0.1 (issue 14; no test yet)"
 
 
 def stage1_row(r: dict) -> tuple[str, bool]:
@@ -57,6 +58,13 @@ def think_row(r: dict) -> tuple[str, bool]:
             f"{r['grpo_cpu_s']:.0f} | {'pass' if ok else 'FAIL'} |"), ok
 
 
+def grounding_row(r: dict) -> tuple[str, bool]:
+    ok = r["iou_after"] >= r["blind_iou"] + 0.1
+    return (f"| {r['seed']} | {r['layout']} | {r['blind_iou']:.3f} | {r['iou_before']:.3f} -> {r['iou_after']:.3f} | "
+            f"{r['distinct_after']} `{r['top_answer']}` | {r['reward_first20']:.3f} -> {r['reward_last20']:.3f} | "
+            f"{r['grpo_cpu_s']:.0f} | {'pass' if ok else 'FAIL'} |"), ok
+
+
 HEADERS = {
     "stage1": "| seed | description reward first -> last 20 | family accuracy before -> after | object | distinct "
               "answers | GRPO CPU s | result |\n|---|---|---|---|---|---|---|",
@@ -64,10 +72,12 @@ HEADERS = {
               "result |\n|---|---|---|---|---|---|---|---|---|",
     "stage2_think": "| seed | answer reward first -> last 20 | steps with PD != 0 | think format | hit rate | SRCC | "
                     "distinct | GRPO CPU s | result |\n|---|---|---|---|---|---|---|---|---|",
+    "grounding": "| seed | layout | best constant box | IoU before -> after | distinct greedy boxes, top | grounding "
+                 "reward first -> last 20 | GRPO CPU s | result |\n|---|---|---|---|---|---|---|---|",
 }
 RECIPES = {name: (learnability.RECIPES[name], row, bars) for name, row, bars in
            [("stage1", stage1_row, STAGE1_BARS), ("stage2", stage2_row, STAGE2_BARS),
-            ("stage2_think", think_row, THINK_BARS)]}
+            ("stage2_think", think_row, THINK_BARS), ("grounding", grounding_row, GROUNDING_BARS)]}
 
 
 def _one(recipe: str, seed: int, grpo: dict) -> dict:

@@ -1,6 +1,6 @@
 """Run learnability recipes one after another and write each result as JSON (tests/conftest.py starts this).
 
-Usage: learnability_background.py OUT_DIR SEED RECIPE [RECIPE ...]   (recipes: stage1, stage2, stage2_think)
+Usage: learnability_background.py OUT_DIR SEED RECIPE [RECIPE ...]   (recipes: tests/learnability.py RECIPES)
 A recipe that raises writes {"error": ...} so the waiting test fails with the message instead of timing out.
 """
 
