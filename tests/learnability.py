@@ -113,7 +113,6 @@ def exposure_items(out_dir: str | Path, n: int, *, seed: int, split: str, size: 
     """
     from refine_iqa.data.scenes import generate_scene, scene_seed
     from refine_iqa.distortions import apply
-    from refine_iqa.io_utils import save_image
 
     out_dir = Path(out_dir)
     items = []
@@ -126,19 +125,30 @@ def exposure_items(out_dir: str | Path, n: int, *, seed: int, split: str, size: 
                                             max_box_frac=1.0)
             box = objects[0]["box"]
             dist = apply(image, name, 5, seed=scene, box=box)
-            x1, y1, x2, y2 = box
-            change = np.abs(dist[y1:y2, x1:x2].astype(np.float64) - image[y1:y2, x1:x2]).mean()
-            if change >= MIN_VISIBLE_CHANGE:
+            if _visible_change(image, dist, box) >= MIN_VISIBLE_CHANGE:
                 break
         else:
             raise RuntimeError(f"{split} item {i}: no scene with a visible {name} change in 50 attempts")
-        ref_path, dist_path = out_dir / split / f"ref-{i:04d}.png", out_dir / split / f"dist-{i:04d}.png"
-        save_image(ref_path, image)
-        save_image(dist_path, dist)
+        ref_path, dist_path = _save_pair(out_dir, split, i, image, dist)
         items.append({"id": f"{split}-{i:04d}", "ref_path": str(ref_path), "dist_path": str(dist_path),
                       "objects": [objects[0]["name"]], "object": objects[0]["name"], "box": box,
                       "family": family, "type": name, "level": 5, "split": split})
     return items
+
+
+def _visible_change(image: np.ndarray, dist: np.ndarray, box) -> float:
+    """Mean absolute change over the box, in grey levels."""
+    x1, y1, x2, y2 = box
+    return float(np.abs(dist[y1:y2, x1:x2].astype(np.float64) - image[y1:y2, x1:x2]).mean())
+
+
+def _save_pair(out_dir: Path, split: str, i: int, image: np.ndarray, dist: np.ndarray) -> tuple[Path, Path]:
+    from refine_iqa.io_utils import save_image
+
+    ref_path, dist_path = out_dir / split / f"ref-{i:04d}.png", out_dir / split / f"dist-{i:04d}.png"
+    save_image(ref_path, image)
+    save_image(dist_path, dist)
+    return ref_path, dist_path
 
 
 def _index(split: str, i: int, attempt: int) -> int:
@@ -168,24 +178,20 @@ def region_items(out_dir: str | Path, n: int, *, seed: int, split: str, layout: 
     (quadrants 0.25, halves 0.5). A scene is redrawn when the change would not be visible."""
     from refine_iqa.data.scenes import generate_scene, scene_seed
     from refine_iqa.distortions import apply
-    from refine_iqa.io_utils import save_image
 
     out_dir, regions = Path(out_dir), region_boxes(layout, size)
     items = []
     for i in range(n):
         box = list(regions[i % len(regions)])
-        x1, y1, x2, y2 = box
         for attempt in range(50):
             scene = scene_seed(seed, _index(split, i, attempt))
             image, objects = generate_scene(scene, size, size, n_objects=(2, 3))
             dist = apply(image, "darken.shift_hsv", 5, seed=scene, box=box)
-            if np.abs(dist[y1:y2, x1:x2].astype(np.float64) - image[y1:y2, x1:x2]).mean() >= MIN_VISIBLE_CHANGE:
+            if _visible_change(image, dist, box) >= MIN_VISIBLE_CHANGE:
                 break
         else:
             raise RuntimeError(f"{split} item {i}: no scene with a visible darkened region in 50 attempts")
-        ref_path, dist_path = out_dir / split / f"ref-{i:04d}.png", out_dir / split / f"dist-{i:04d}.png"
-        save_image(ref_path, image)
-        save_image(dist_path, dist)
+        ref_path, dist_path = _save_pair(out_dir, split, i, image, dist)
         names = [o["name"] for o in objects]
         items.append({"id": f"{split}-{i:04d}", "ref_path": str(ref_path), "dist_path": str(dist_path),
                       "objects": names, "object": names[0], "box": box, "family": "darken",
@@ -215,14 +221,33 @@ STAGE2_GRPO = grpo_settings(max_steps=250, learning_rate=1e-3, per_device_train_
 STAGE2_PM = {"delta": 0.02, "sigma_min": 0.1, "eps": 1e-4}  # params.yaml stage2.pm defaults
 
 
-def run_stage1_recipe(tmp: str | Path, seed: int, *, grpo: dict | None = None, warm: dict | None = None) -> dict:
-    """Format-only warm start, then Stage-1 GRPO on the exposure-family task; held-out numbers before/after."""
-    from refine_iqa import prompts
+def _stage1_warm_start_and_grpo(model, processor, train, test, *, tmp: Path, seed: int, tags, grpo: dict,
+                                warm: dict, answer_field: str, task: str):
+    """The common core of the Stage-1 recipes: format-only warm start, held-out greedy answers, Stage-1 GRPO
+    (answer-field KL on `answer_field`), held-out answers again. Returns (before, after, first-20 and last-20
+    mean of the task's reward, the GRPO stopwatch)."""
     from refine_iqa.eval.perception import evaluate_perception
     from refine_iqa.rewards import get_stage1_reward_funcs
     from refine_iqa.rl.grpo import run_grpo
+    from refine_iqa.rl.warmstart import warm_start
+
+    warm_start(model, processor, train, seed=seed, tags=tags, **warm)
+    before, _ = evaluate_perception(model, processor, test, tags=tags, max_new_tokens=16)
+    curve = tmp / "curve.jsonl"
+    seed_all(seed)
+    with Stopwatch() as clock:
+        run_grpo(model, processor, train, get_stage1_reward_funcs(tags, "mean"), grpo, seed=seed, curve_path=curve,
+                 answer_fields=(answer_field,), tags=tags)
+    after, _ = evaluate_perception(model, processor, test, tags=tags, max_new_tokens=16)
+    first, last = first_last_mean(curve_series(curve, f"rewards/{task}_reward/mean"))
+    return before, after, first, last, clock
+
+
+def run_stage1_recipe(tmp: str | Path, seed: int, *, grpo: dict | None = None, warm: dict | None = None) -> dict:
+    """Format-only warm start, then Stage-1 GRPO on the exposure-family task; held-out numbers before/after."""
+    from refine_iqa import prompts
     from refine_iqa.rl.samples import build_stage1_eval, build_stage1_train
-    from refine_iqa.rl.warmstart import answer_families, warm_start
+    from refine_iqa.rl.warmstart import answer_families
 
     tmp = Path(tmp)
     torch.set_num_threads(1)
@@ -238,15 +263,9 @@ def run_stage1_recipe(tmp: str | Path, seed: int, *, grpo: dict | None = None, w
     test = [s for s in build_stage1_eval(test_items, processor, tags=tags)
             if s["task"] == "description" and not s["full_reference"]]
     # random families from the two the data holds: the start is even over the task's answers (answer_families)
-    warm_start(model, processor, train, seed=seed, tags=tags, families=answer_families(train), **warm)
-    before, _ = evaluate_perception(model, processor, test, tags=tags, max_new_tokens=16)
-    curve = tmp / "curve.jsonl"
-    seed_all(seed)
-    with Stopwatch() as clock:
-        run_grpo(model, processor, train, get_stage1_reward_funcs(tags, "mean"), grpo, seed=seed, curve_path=curve,
-                 answer_fields=("family",), tags=tags)
-    after, _ = evaluate_perception(model, processor, test, tags=tags, max_new_tokens=16)
-    first, last = first_last_mean(curve_series(curve, "rewards/description_reward/mean"))
+    before, after, first, last, clock = _stage1_warm_start_and_grpo(
+        model, processor, train, test, tmp=tmp, seed=seed, tags=tags, grpo=grpo,
+        warm={**warm, "families": answer_families(train)}, answer_field="family", task="description")
     b, a = before["description"]["nr"], after["description"]["nr"]
     return {"seed": seed, "n_test": a["n"], "n_dark_test": n_dark, "reward_first20": first, "reward_last20": last,
             "family_before": b["family_accuracy"], "family_after": a["family_accuracy"],
@@ -351,11 +370,7 @@ def run_grounding_recipe(tmp: str | Path, seed: int, *, grpo: dict | None = None
     held-out IoU before/after beside the best constant box. No design passes yet (docs/learnability.md)."""
     from refine_iqa import prompts
     from refine_iqa.eval.blind import best_constant_box, relative_boxes
-    from refine_iqa.eval.perception import evaluate_perception
-    from refine_iqa.rewards import get_stage1_reward_funcs
-    from refine_iqa.rl.grpo import run_grpo
     from refine_iqa.rl.samples import build_stage1_eval, build_stage1_train
-    from refine_iqa.rl.warmstart import warm_start
 
     tmp = Path(tmp)
     torch.set_num_threads(1)
@@ -372,15 +387,9 @@ def run_grounding_recipe(tmp: str | Path, seed: int, *, grpo: dict | None = None
         s["stratum"] = f"grounding:region{region[s['item_id']]}"
     test = [s for s in build_stage1_eval(test_items, processor, tags=tags)
             if s["task"] == "grounding" and not s["full_reference"]]
-    warm_start(model, processor, train, seed=seed, tags=tags, **warm)
-    before, _ = evaluate_perception(model, processor, test, tags=tags, max_new_tokens=16)
-    curve = tmp / "curve.jsonl"
-    seed_all(seed)
-    with Stopwatch() as clock:
-        run_grpo(model, processor, train, get_stage1_reward_funcs(tags, "mean"), grpo, seed=seed, curve_path=curve,
-                 answer_fields=("box",), tags=tags)
-    after, _ = evaluate_perception(model, processor, test, tags=tags, max_new_tokens=16)
-    first, last = first_last_mean(curve_series(curve, "rewards/grounding_reward/mean"))
+    before, after, first, last, clock = _stage1_warm_start_and_grpo(
+        model, processor, train, test, tmp=tmp, seed=seed, tags=tags, grpo=grpo, warm=warm, answer_field="box",
+        task="grounding")
     answers = after["answers"]["grounding"]
     return {"seed": seed, "layout": layout, "blind_iou": blind_iou,
             "iou_before": before["grounding"]["nr"]["overall"], "iou_after": after["grounding"]["nr"]["overall"],
