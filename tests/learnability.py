@@ -158,9 +158,6 @@ def _index(split: str, i: int, attempt: int) -> int:
 
 # ---- Grounding: the box of a darkened region (no test yet: no design learns; docs/learnability.md) ----------
 
-REGION_LAYOUTS = {"quadrants": 4, "halves": 2}
-
-
 def region_boxes(layout: str, size: int) -> list[tuple[int, int, int, int]]:
     """The candidate regions of a `size` x `size` image: its 4 quadrants, or its left and right halves."""
     h = size // 2
@@ -168,7 +165,7 @@ def region_boxes(layout: str, size: int) -> list[tuple[int, int, int, int]]:
         return [(0, 0, h, h), (h, 0, size, h), (0, h, h, size), (h, h, size, size)]
     if layout == "halves":
         return [(0, 0, h, size), (h, 0, size, size)]
-    raise ValueError(f"unknown region layout {layout!r}; use one of {sorted(REGION_LAYOUTS)}")
+    raise ValueError(f"unknown region layout {layout!r}; use quadrants or halves")
 
 
 def region_items(out_dir: str | Path, n: int, *, seed: int, split: str, layout: str = "quadrants",

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import learnability  # noqa: E402
 
+
 def main(out: str, seed: str, *recipes: str) -> None:
     os.nice(5)  # the suite's own tests come first
     for recipe in recipes:

@@ -1,5 +1,5 @@
 """The main Stage-2 path learns: think mode with the PD reward and the modified advantage (PM), as
-refine_iqa.stages.stage2.train_stage2 wires it, after a format-only warm start (random think words and scores).
+refine_iqa.stages.stage2.train_stage2 wires it, after a format-only warm start (one random think word and a random score).
 
 Recipe (tests/learnability.py: run_stage2_think_recipe), seeds 0-7 and measured numbers: docs/learnability.md;
 `benchmarks/learnability_seeds.py stage2_think --seeds 0-7` runs it on other seeds. Bars from issue 14 (answer
