@@ -56,6 +56,12 @@ LEARNABILITY_SEED = 0
 _background: dict = {}
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """The learnability tests last: they only wait for the background run, which by then has had the whole suite
+    to train beside it (at the lowest priority, tests/learnability_background.py)."""
+    items.sort(key=lambda item: item.path.name in LEARNABILITY_TESTS)  # stable: the rest keep their order
+
+
 def pytest_collection_finish(session):
     import subprocess
     import sys
