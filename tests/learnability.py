@@ -229,13 +229,14 @@ def _stage1_warm_start_and_grpo(model, processor, train, test, *, tmp: Path, see
     from refine_iqa.rl.warmstart import warm_start
 
     warm_start(model, processor, train, seed=seed, tags=tags, **warm)
-    before, _ = evaluate_perception(model, processor, test, tags=tags, max_new_tokens=16)
+    n_new = grpo["max_completion_length"]  # greedy answers get the rollouts' length: a box answer takes 16-19 tokens
+    before, _ = evaluate_perception(model, processor, test, tags=tags, max_new_tokens=n_new)
     curve = tmp / "curve.jsonl"
     seed_all(seed)
     with Stopwatch() as clock:
         run_grpo(model, processor, train, get_stage1_reward_funcs(tags, "mean"), grpo, seed=seed, curve_path=curve,
                  answer_fields=(answer_field,), tags=tags)
-    after, _ = evaluate_perception(model, processor, test, tags=tags, max_new_tokens=16)
+    after, _ = evaluate_perception(model, processor, test, tags=tags, max_new_tokens=n_new)
     first, last = first_last_mean(curve_series(curve, f"rewards/{task}_reward/mean"))
     return before, after, first, last, clock
 
@@ -358,16 +359,18 @@ def run_stage2_think_recipe(tmp: str | Path, seed: int, *, grpo: dict | None = N
 GROUNDING_N_TRAIN, GROUNDING_N_TEST = 200, 64
 GROUNDING_WARM = dict(steps=150, learning_rate=3e-3, batch_size=32)
 GROUNDING_GRPO = grpo_settings(max_steps=250, learning_rate=1e-3, per_device_train_batch_size=64, num_generations=8,
-                               max_completion_length=16, temperature=1.0, answer_kl_coef=0.05)
+                               max_completion_length=24, temperature=1.0, answer_kl_coef=0.05)
 
 
 def run_grounding_recipe(tmp: str | Path, seed: int, *, grpo: dict | None = None, warm: dict | None = None,
                          layout: str = "quadrants") -> dict:
-    """Format-only warm start (random boxes), then Stage-1 GRPO on no-reference grounding of a darkened region;
-    held-out IoU before/after beside the best constant box. No design passes yet (docs/learnability.md)."""
+    """Format-only warm start (random boxes, by default drawn from the data's regions: answer_boxes), then Stage-1
+    GRPO on no-reference grounding of a darkened region; held-out IoU before/after beside the best constant box.
+    No design passes yet (docs/learnability.md)."""
     from refine_iqa import prompts
     from refine_iqa.eval.blind import best_constant_box, relative_boxes
     from refine_iqa.rl.samples import build_stage1_eval, build_stage1_train
+    from refine_iqa.rl.warmstart import answer_boxes
 
     tmp = Path(tmp)
     torch.set_num_threads(1)
@@ -384,6 +387,8 @@ def run_grounding_recipe(tmp: str | Path, seed: int, *, grpo: dict | None = None
         s["stratum"] = f"grounding:region{region[s['item_id']]}"
     test = [s for s in build_stage1_eval(test_items, processor, tags=tags)
             if s["task"] == "grounding" and not s["full_reference"]]
+    if warm.pop("data_boxes", True):  # random boxes drawn from the data's regions (answer_boxes), still image-blind
+        warm["boxes"] = answer_boxes(train)
     before, after, first, last, clock = _stage1_warm_start_and_grpo(
         model, processor, train, test, tmp=tmp, seed=seed, tags=tags, grpo=grpo, warm=warm, answer_field="box",
         task="grounding")

@@ -155,6 +155,31 @@ def test_warm_start_draws_families_from_the_given_names(fresh, manifest_items, t
     assert seen and all(f is None for f in seen)  # default: the catalogue (random_answer's own default)
 
 
+def test_random_box_answers_are_drawn_from_the_given_relative_boxes():
+    import random
+
+    from refine_iqa.rl.samples import random_answer
+    sample = {"task": "grounding", "model_wh": [112, 84]}
+    rng = random.Random(0)
+    halves = ((0.0, 0.0, 0.5, 1.0), (0.5, 0.0, 1.0, 1.0))
+    # scaled to this sample's model size by hand: 0.5 x 112 = 56, 1.0 x 84 = 84
+    got = {random_answer(sample, rng, boxes=halves) for _ in range(40)}
+    style = prompts.get_tag_style("paper")
+    assert got == {f"{style.answer_open}{box}{style.answer_close}" for box in ("0,0,56,84", "56,0,112,84")}
+    free = {random_answer(sample, rng) for _ in range(40)}  # default: two random corners, nearly all distinct
+    assert len(free) > 30
+
+
+def test_answer_boxes_are_the_data_boxes_relative_to_the_image():
+    from refine_iqa.rl.warmstart import answer_boxes
+    samples = [{"task": "grounding", "box_model": [0, 0, 56, 84], "model_wh": [112, 84]},
+               {"task": "grounding", "box_model": [28, 21, 56, 42], "model_wh": [56, 84]},   # another size, same box
+               {"task": "grounding", "box_model": [0, 0, 56, 84], "model_wh": [112, 84]},    # a repeat
+               {"task": "description", "answer_family": "noise"}, {"prompt": "scoring"}]
+    assert answer_boxes(samples) == ((0.0, 0.0, 0.5, 1.0), (0.5, 0.25, 1.0, 0.5))
+    assert answer_boxes(samples[3:]) is None  # no grounding sample
+
+
 @pytest.mark.parametrize("grad_acc, warmup_epochs, expected", [
     (1, 0.25, 6),   # 48 prompts x G=4 / 8 completions a step = 24 optimizer steps per epoch; 0.25 x 24 = 6
     (2, 0.25, 3),   # two micro-batches per optimizer step: 12 steps per epoch; 0.25 x 12 = 3

@@ -131,9 +131,12 @@ def build_stage2(records: list[dict], *, think: bool, tags="paper", root=None,
 
 
 def random_answer(sample: dict, rng: random.Random, tags="paper", think_words: int = 8, think: bool | None = None,
-                  families: tuple[str, ...] | None = None) -> str:
+                  families: tuple[str, ...] | None = None,
+                  boxes: tuple[tuple[float, float, float, float], ...] | None = None) -> str:
     """A well-formed answer with RANDOM content (the embedded warm start teaches format, never the task).
-    `families`: the family display names to draw from (default all of them)."""
+    `families`: the family display names to draw from (default all of them). `boxes`: relative boxes
+    (x1, y1, x2, y2 as fractions of the image) to draw a grounding answer from, scaled to this sample's model
+    size (default: two random corners). Both are drawn independently of the sample: still image-blind."""
     style = prompts.get_tag_style(tags)
     a, b = style.answer_open, style.answer_close
     if "task" in sample:
@@ -143,8 +146,12 @@ def random_answer(sample: dict, rng: random.Random, tags="paper", think_words: i
             sev = rng.choice(list(prompts.SEVERITY_WORDS.values()))
             return f"{a}{obj} / {fam} / {sev}{b}"
         w, h = sample["model_wh"]
-        x1, x2 = sorted(rng.sample(range(w + 1), 2))
-        y1, y2 = sorted(rng.sample(range(h + 1), 2))
+        if boxes:
+            rx1, ry1, rx2, ry2 = rng.choice(boxes)
+            x1, y1, x2, y2 = round(rx1 * w), round(ry1 * h), round(rx2 * w), round(ry2 * h)
+        else:
+            x1, x2 = sorted(rng.sample(range(w + 1), 2))
+            y1, y2 = sorted(rng.sample(range(h + 1), 2))
         return f"{a}{x1},{y1},{x2},{y2}{b}"
     score = prompts.format_score(rng.randint(0, 49) / 10)
     if think:

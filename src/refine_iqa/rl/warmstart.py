@@ -32,14 +32,24 @@ def answer_families(samples: list[dict]) -> tuple[str, ...] | None:
     return tuple(sorted({s["answer_family"] for s in samples if s.get("task") == "description"})) or None
 
 
+def answer_boxes(samples: list[dict]) -> tuple[tuple[float, float, float, float], ...] | None:
+    """The distinct target boxes of the grounding samples, relative to their image (fractions, sorted); None when
+    there is no grounding sample. A warm start drawing from them starts exploration on the boxes the data holds."""
+    rel = {tuple(round(c / d, 6) for c, d in zip(s["box_model"], (*s["model_wh"], *s["model_wh"])))
+           for s in samples if s.get("task") == "grounding"}
+    return tuple(sorted(rel)) or None
+
+
 def warm_start(model, processor, samples: list[dict], *, steps: int, learning_rate: float, batch_size: int,
                seed: int, tags="paper", think_words: int = 8, progress=None,
-               families: tuple[str, ...] | None = None) -> list[float]:
+               families: tuple[str, ...] | None = None,
+               boxes: tuple[tuple[float, float, float, float], ...] | None = None) -> list[float]:
     """Train `model` in place; each step draws `batch_size` samples and fresh random answers. Returns losses.
 
     `families`: the display names the random description family is drawn from (default: all 12 of the
     catalogue). The learnability recipes pass `answer_families(samples)`, the label set of their data, so the
     warm-started policy starts even over the answers the task can have (docs/learnability.md). Still image-blind.
+    `boxes`: likewise for grounding, the relative boxes a random box answer is drawn from (`answer_boxes`).
     """
     rng = random.Random(seed)
     torch.manual_seed(seed)
@@ -55,7 +65,8 @@ def warm_start(model, processor, samples: list[dict], *, steps: int, learning_ra
         for i in idx:
             s = samples[i]
             think = s.get("think") if "task" not in s else None
-            answer = random_answer(s, rng, tags, think_words=think_words, think=think, families=families)
+            answer = random_answer(s, rng, tags, think_words=think_words, think=think, families=families,
+                                   boxes=boxes)
             convs.append(_conversation(s, processor, cache))  # per batch: no image kept
             comps.append(tok(answer, add_special_tokens=False)["input_ids"] + [eos])
         # The trainer's own input path (rl/forcing.py): mm_token_type_ids and the other processor fields included.
