@@ -21,17 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import learnability  # noqa: E402
 
-# The tests' bars (tests/test_learnability_stage*.py); a row passes only when every one holds.
-STAGE1_BARS = "reward last20 >= 1.5x first20; family accuracy >= 0.75"
-STAGE2_BARS = "reward last20 >= 1.8x first20; hit +0.1; MAE down; SRCC >= 0.8; format >= 0.95; pred std > 0.5"
-THINK_BARS = ("reward last20 >= 1.8x first20; PD reward non-zero in > half the steps; think format >= 0.95; "
-              "SRCC >= 0.6; pred std > 0.3")
-GROUNDING_BARS = "held-out IoU >= best constant box + 0.1 (issue 14; no test yet)"
+# A row passes only when every bar of its test holds: the bars are written once, in tests/learnability.py (BARS).
 
 
 def stage1_row(r: dict) -> tuple[str, bool]:
-    ratio = r["reward_last20"] / r["reward_first20"]
-    ok = ratio >= 1.5 and r["family_after"] >= 0.75
+    ratio, ok = learnability.reward_ratio(r), not learnability.failed_bars("stage1", r)
     return (f"| {r['seed']} | {r['reward_first20']:.3f} -> {r['reward_last20']:.3f} ({ratio:.2f}x) | "
             f"{r['family_before']:.3f} -> {r['family_after']:.3f} | {r['object_after']:.2f} | "
             f"{r['distinct_after']} | {r['grpo_cpu_s']:.0f} | {'pass' if ok else 'FAIL'} |"), ok
@@ -39,9 +33,7 @@ def stage1_row(r: dict) -> tuple[str, bool]:
 
 def stage2_row(r: dict) -> tuple[str, bool]:
     b, a = r["before"], r["after"]
-    ratio = r["reward_last20"] / r["reward_first20"]
-    ok = (ratio >= 1.8 and a["hit_rate"] >= b["hit_rate"] + 0.1 and a["mae"] < b["mae"] and a["srcc"] >= 0.8
-          and a["format"] >= 0.95 and a["distinct_preds"] >= 2 and a["pred_std"] > 0.5)
+    ratio, ok = learnability.reward_ratio(r), not learnability.failed_bars("stage2", r)
     return (f"| {r['seed']} | {r['reward_first20']:.3f} -> {r['reward_last20']:.3f} ({ratio:.2f}x) | "
             f"{b['hit_rate']:.2f} -> {a['hit_rate']:.2f} | {b['mae']:.2f} -> {a['mae']:.2f} | {a['srcc']:.3f} | "
             f"{a['format']:.2f} | {a['distinct_preds']} | {r['grpo_cpu_s']:.0f} | {'pass' if ok else 'FAIL'} |"), ok
@@ -49,9 +41,7 @@ def stage2_row(r: dict) -> tuple[str, bool]:
 
 def think_row(r: dict) -> tuple[str, bool]:
     b, a = r["before"], r["after"]
-    ratio = r["reward_last20"] / r["reward_first20"]
-    ok = (ratio >= 1.8 and r["pd_nonzero_frac"] > 0.5 and a["format"] >= 0.95 and a["srcc"] >= 0.6
-          and a["distinct_preds"] >= 2 and a["pred_std"] > 0.3)
+    ratio, ok = learnability.reward_ratio(r), not learnability.failed_bars("stage2_think", r)
     return (f"| {r['seed']} | {r['reward_first20']:.3f} -> {r['reward_last20']:.3f} ({ratio:.2f}x) | "
             f"{r['pd_nonzero_frac']:.2f} | {b['format']:.2f} -> {a['format']:.2f} | "
             f"{b['hit_rate']:.2f} -> {a['hit_rate']:.2f} | {a['srcc']:.3f} | {a['distinct_preds']} | "
@@ -59,7 +49,7 @@ def think_row(r: dict) -> tuple[str, bool]:
 
 
 def grounding_row(r: dict) -> tuple[str, bool]:
-    ok = r["iou_after"] >= r["blind_iou"] + 0.1
+    ok = not learnability.failed_bars("grounding", r)
     return (f"| {r['seed']} | {r['layout']} | {r['blind_iou']:.3f} | {r['iou_before']:.3f} -> {r['iou_after']:.3f} | "
             f"{r['distinct_after']} `{r['top_answer']}` | {r['reward_first20']:.3f} -> {r['reward_last20']:.3f} | "
             f"{r['grpo_cpu_s']:.0f} | {'pass' if ok else 'FAIL'} |"), ok
@@ -75,9 +65,9 @@ HEADERS = {
     "grounding": "| seed | layout | best constant box | IoU before -> after | distinct greedy boxes, top | grounding "
                  "reward first -> last 20 | GRPO CPU s | result |\n|---|---|---|---|---|---|---|---|",
 }
-RECIPES = {name: (learnability.RECIPES[name], row, bars) for name, row, bars in
-           [("stage1", stage1_row, STAGE1_BARS), ("stage2", stage2_row, STAGE2_BARS),
-            ("stage2_think", think_row, THINK_BARS), ("grounding", grounding_row, GROUNDING_BARS)]}
+RECIPES = {name: (learnability.RECIPES[name], row, learnability.bars_text(name)) for name, row in
+           [("stage1", stage1_row), ("stage2", stage2_row), ("stage2_think", think_row),
+            ("grounding", grounding_row)]}
 
 
 def _one(recipe: str, seed: int, grpo: dict) -> dict:

@@ -16,19 +16,14 @@ from __future__ import annotations
 
 import pytest
 
-from learnability import STAGE1_N_TEST
+from learnability import STAGE1_N_TEST, failed_bars
 
 pytestmark = pytest.mark.slow
-
-BLIND_FAMILY_ACCURACY = 0.5
 
 
 def test_stage1_grpo_learns_which_exposure_family(learnability_run):
     r = learnability_run("stage1")  # seed 0, trained in the background from the session's start (conftest.py)
     print(f"\n{r}")
-    assert r["n_dark_test"] == STAGE1_N_TEST // 2  # the blind bar is exactly 1/2
-    first, last = r["reward_first20"], r["reward_last20"]
-    assert last >= 1.5 * first, f"description reward did not grow 1.5x: {first:.3f} -> {last:.3f}"
-    assert r["n_test"] == STAGE1_N_TEST
-    # On an exactly balanced set any answer that ignores the image scores exactly 0.5: 0.75 needs the image.
-    assert r["family_after"] >= BLIND_FAMILY_ACCURACY + 0.25, r
+    assert r["n_dark_test"] == STAGE1_N_TEST // 2 and r["n_test"] == STAGE1_N_TEST  # the blind bar is exactly 1/2
+    failed = failed_bars("stage1", r)  # the bars: tests/learnability.py BARS["stage1"]
+    assert not failed, f"missed: {failed}\n{r}"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pytest
 
+from learnability import failed_bars
+
 pytestmark = pytest.mark.slow
 
 
@@ -18,10 +20,5 @@ def test_stage2_grpo_learns_the_brightness_score(learnability_run):
     before, after, first, last = r["before"], r["after"], r["reward_first20"], r["reward_last20"]
     print(f"\nanswer reward first/last 20 steps {first:.3f} -> {last:.3f} ({last / first:.2f}x); "
           f"held-out before {before}\nafter {after}\nGRPO {r['grpo_wall_s']:.0f} s wall, {r['grpo_cpu_s']:.0f} s CPU")
-    assert last >= 1.8 * first, f"answer reward did not grow 1.8x: {first:.3f} -> {last:.3f}"
-    assert after["hit_rate"] >= before["hit_rate"] + 0.1, (before["hit_rate"], after["hit_rate"])
-    assert after["mae"] < before["mae"], (before["mae"], after["mae"])
-    assert after["srcc"] >= 0.8, after
-    assert after["format"] >= 0.95, after
-    # Not a constant answer: a collapsed model cannot rank (SRCC would be 0), and it spans the range.
-    assert after["distinct_preds"] >= 2 and after["pred_std"] > 0.5, after
+    failed = failed_bars("stage2", r)  # the bars: tests/learnability.py BARS["stage2"]
+    assert not failed, f"missed: {failed}\n{r}"
