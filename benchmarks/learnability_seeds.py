@@ -35,7 +35,8 @@ def stage2_row(r: dict) -> tuple[str, bool]:
     b, a = r["before"], r["after"]
     ratio, ok = learnability.reward_ratio(r), not learnability.failed_bars("stage2", r)
     return (f"| {r['seed']} | {r['reward_first20']:.3f} -> {r['reward_last20']:.3f} ({ratio:.2f}x) | "
-            f"{b['hit_rate']:.2f} -> {a['hit_rate']:.2f} | {b['mae']:.2f} -> {a['mae']:.2f} | {a['srcc']:.3f} | "
+            f"{b['hit_rate']:.2f} -> {a['hit_rate']:.2f} | {b['mae']:.2f} -> {a['mae']:.2f} | "
+            f"{a['srcc']:.3f} / {a.get('prob_srcc', float('nan')):.3f} | "
             f"{a['format']:.2f} | {a['distinct_preds']} | {r['grpo_cpu_s']:.0f} | {'pass' if ok else 'FAIL'} |"), ok
 
 
@@ -44,7 +45,8 @@ def think_row(r: dict) -> tuple[str, bool]:
     ratio, ok = learnability.reward_ratio(r), not learnability.failed_bars("stage2_think", r)
     return (f"| {r['seed']} | {r['reward_first20']:.3f} -> {r['reward_last20']:.3f} ({ratio:.2f}x) | "
             f"{r['pd_nonzero_frac']:.2f} | {b['format']:.2f} -> {a['format']:.2f} | "
-            f"{b['hit_rate']:.2f} -> {a['hit_rate']:.2f} | {a['srcc']:.3f} | {a['distinct_preds']} | "
+            f"{b['hit_rate']:.2f} -> {a['hit_rate']:.2f} | "
+            f"{a['srcc']:.3f} / {a.get('prob_srcc', float('nan')):.3f} | {a['distinct_preds']} | "
             f"{r['grpo_cpu_s']:.0f} | {'pass' if ok else 'FAIL'} |"), ok
 
 
@@ -58,9 +60,9 @@ def grounding_row(r: dict) -> tuple[str, bool]:
 HEADERS = {
     "stage1": "| seed | description reward first -> last 20 | family accuracy before -> after | object | distinct "
               "answers | GRPO CPU s | result |\n|---|---|---|---|---|---|---|",
-    "stage2": "| seed | answer reward first -> last 20 | hit rate | MAE | SRCC | format | distinct | GRPO CPU s | "
+    "stage2": "| seed | answer reward first -> last 20 | hit rate | MAE | SRCC greedy / prob | format | distinct | GRPO CPU s | "
               "result |\n|---|---|---|---|---|---|---|---|---|",
-    "stage2_think": "| seed | answer reward first -> last 20 | steps with PD != 0 | think format | hit rate | SRCC | "
+    "stage2_think": "| seed | answer reward first -> last 20 | steps with PD != 0 | think format | hit rate | SRCC greedy / prob | "
                     "distinct | GRPO CPU s | result |\n|---|---|---|---|---|---|---|---|---|",
     "grounding": "| seed | layout | best constant box | IoU before -> after | distinct greedy boxes, top | grounding "
                  "reward first -> last 20 | GRPO CPU s | result |\n|---|---|---|---|---|---|---|---|",

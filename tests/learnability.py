@@ -66,7 +66,9 @@ def first_last_mean(values: list[float], n: int = 20) -> tuple[float, float]:
 def scoring_quality(model, processor, samples: list[dict], *, think: bool, tags="paper",
                     max_new_tokens: int = 16) -> dict:
     """Greedy numeric scores on held-out samples: hit rate (|err| < 0.5, unparsable = miss), MAE and SRCC
-    over the parsable answers, format compliance, and the spread of the written scores."""
+    over the parsable answers, format compliance, and the spread of the written scores; beside them the SRCC
+    of the probability-based score (Eq. 8, every sample), which has no ties where the greedy scores take 2-7
+    values."""
     outs = score_samples(model, processor, samples, think=think, tags=tags, max_new_tokens=max_new_tokens,
                          batch_size=32)
     truth = [s["mos_scaled"] for s in samples]
@@ -77,6 +79,7 @@ def scoring_quality(model, processor, samples: list[dict], *, think: bool, tags=
         "hit_rate": metrics.hit_rate(num, truth),
         "mae": metrics.mae(pred_ok, truth_ok) if parsed else math.nan,
         "srcc": metrics.srcc(pred_ok, truth_ok),
+        "prob_srcc": metrics.srcc([o["prob"] for o in outs], truth),
         "format": metrics.accuracy([o["format_ok"] for o in outs]),
         "parse_rate": len(parsed) / len(outs),
         "pred_std": float(np.std(pred_ok)) if parsed else math.nan,
