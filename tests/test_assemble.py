@@ -152,6 +152,29 @@ def test_draws_follow_sample_by_and_level_weights():
     assert {pool.draw(s, S(level_weights=(1, 0, 0, 0, 1)))[1] for s in range(200)} == {1, 5}
 
 
+def test_draws_keep_to_the_listed_families():
+    """synthesis.families: only the listed families' types are drawn, uniform over their types (darken and
+    brighten hold 4 types each: 8 types, 1/8 each) or over the families; the full catalogue is unchanged."""
+    pool = asm._DistortionPool()
+    pair = ("darken", "brighten")
+    by_type = Counter(pool.draw(s, S(families=pair))[0] for s in range(4000))
+    assert {pool.family_of[t] for t in by_type} == set(pair) and len(by_type) == 8
+    assert all(abs(c - 500) < 5 * np.sqrt(500) for c in by_type.values())
+    by_fam = Counter(pool.family_of[pool.draw(s, S(families=("blur", "pixelate"), sample_by="family"))[0]]
+                     for s in range(2000))
+    assert set(by_fam) == {"blur", "pixelate"} and abs(by_fam["pixelate"] - 1000) < 5 * np.sqrt(500)
+    # the order of the list does not matter; null keeps the paper's draw
+    assert [pool.draw(s, S(families=pair)) for s in range(50)] == \
+        [pool.draw(s, S(families=pair[::-1])) for s in range(50)]
+    assert [pool.draw(s, S(families=None)) for s in range(50)] == [pool.draw(s, S()) for s in range(50)]
+
+
+@pytest.mark.parametrize("families", [(), ("darken", "sepia"), ("blur", "blur")])
+def test_families_setting_names_the_catalogue(families):
+    with pytest.raises(ValueError, match=r"synthesis.families .*'blur', 'brighten'"):
+        S(families=families)
+
+
 # ---------------------------------------------------------------------------------------------- synthesis
 
 

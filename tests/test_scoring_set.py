@@ -109,6 +109,39 @@ def test_proxy_mos_decreases_with_level(tmp_path, sources):
     assert mos.std() > 10  # the labels spread, not a constant
 
 
+@pytest.mark.parametrize("level, mos", [(0, 100.0), (1, 80.0), (3, 40.0), (5, 0.0)])
+def test_severity_mos_hand_values(level, mos):
+    assert ss.severity_mos(level) == mos
+
+
+def test_severity_kind_follows_the_level_of_the_listed_families(tmp_path, sources):
+    """kind severity: MOS = 100 - 20 x level (scaled 5 - level, clean crops 100 -> 4.9 by the 0-4.9 clip of REFERENCE section 2); every distortion from the
+    listed families; the images are the proxy kind's own (same draws, same pixels): only the label differs."""
+    from refine_iqa import distortions
+    family = {s.name: s.family for s in distortions.catalog()}
+    ss.build_synthetic_scoring_set(sources, tmp_path / "sev", n_train=40, n_test=8, seed=2, size=64,
+                                   kind="severity", families=["darken"])
+    recs = _load_all(tmp_path / "sev")
+    assert len(recs) == 48 and {r["metric"] for r in recs} == {"severity"}
+    for r in recs:
+        assert r["mos"] == 100 - 20 * r["level"] and r["mos_scaled"] == pytest.approx(min(5 - r["level"], 4.9))
+        assert r["distortion"] is None if r["level"] == 0 else family[r["distortion"]] == "darken"
+    assert {r["level"] for r in recs} >= {1, 2, 3, 4, 5}
+    ss.build_synthetic_scoring_set(sources, tmp_path / "px", n_train=40, n_test=8, seed=2, size=64,
+                                   metric="psnr", families=["darken"])
+    proxy = _load_all(tmp_path / "px")
+    assert [(r["distortion"], r["level"]) for r in proxy] == [(r["distortion"], r["level"]) for r in recs]
+    assert (tmp_path / "px/images/syn-train-000003.png").read_bytes() == \
+        (tmp_path / "sev/images/syn-train-000003.png").read_bytes()
+
+
+@pytest.mark.parametrize("kw, match", [({"kind": "brightness"}, "kind"), ({"families": []}, "families"),
+                                        ({"families": ["darken", "sepia"]}, "families")])
+def test_severity_and_families_reject_bad_values_by_name(tmp_path, sources, kw, match):
+    with pytest.raises(ValueError, match=f"data.scoring.synthetic.{match}"):
+        ss.build_synthetic_scoring_set(sources, tmp_path, n_train=2, n_test=1, seed=0, **kw)
+
+
 def test_synthetic_set_accepts_paths_and_rejects_bad_input(tmp_path):
     from refine_iqa.io_utils import save_image
 

@@ -38,7 +38,7 @@ STAGE_TEXT = {
 EMBEDDED_LIMITS = (
     "**This is a pipeline demonstration, not a quality model.** It is a tiny Qwen2.5-VL (its sizes are under Training parameters) whose "
     "weights started from RANDOM initialisation (no pretrained weights are used), trained for minutes on "
-    "generated scenes and a SYNTHETIC scoring set (proxy MOS from an offline metric). Its scores say nothing "
+    "generated scenes and a SYNTHETIC scoring set (a MOS made from known distortions, not from people). Its scores say nothing "
     "about perceived image quality; use it to test that the workflow, loading and scoring code run."
 )
 PAPER_LIMITS = (
@@ -230,7 +230,7 @@ def evaluation_card(metrics: dict, name: str, model_dir=None) -> str:
     synthetic = metrics.get("synthetic_scoring_data")
     head = [f"# Evaluation of Refine-IQA model `{name}`", "",
             f"Numbers from results/metrics.json ({metrics.get('configuration', '?')} configuration"
-            + (", SYNTHETIC scoring data with proxy MOS" if synthetic else "") + ").", ""]
+            + (", SYNTHETIC scoring data (MOS made from known distortions)" if synthetic else "") + ").", ""]
     if rows:
         head += ["| task | dataset | metric | value |", "|---|---|---|---|"]
         head += [f"| {r['task']} | {r['dataset']} | {r['metric']} | {r['value']:.4f} |" for r in rows]

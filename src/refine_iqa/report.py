@@ -419,6 +419,14 @@ def _plot_curves(curves: dict[str, list[dict]], key: str, path: Path, title: str
     return path.name
 
 
+def synthetic_mos_label(params: dict) -> str:
+    """How the synthetic scoring set's MOS was made, for the report's dataset column and its header."""
+    syn = params["data"]["scoring"]["synthetic"]
+    fams = f", {' / '.join(syn['families'])} only" if syn.get("families") else ""
+    return {"proxy": f"proxy MOS: {syn['metric']}{fams}", "severity": f"severity MOS: 100 - 20 x level{fams}",
+            "brightness": "MOS: mean brightness"}[syn["kind"]]
+
+
 def render_report(params: dict, metrics_path, report_path, figures_dir, cards_dir=None) -> Path:
     m = read_json(metrics_path)
     R = Path(params["paths"]["results"])
@@ -429,8 +437,8 @@ def render_report(params: dict, metrics_path, report_path, figures_dir, cards_di
     out = [f"# Refine-IQA run report ({m['configuration']} configuration)", ""]
     if m["configuration"] == "embedded":
         out += ["> Embedded configuration: a ~0.4M-parameter Qwen2.5-VL built locally with random weights, a format-only "
-                "warm start on RANDOM answers, generated scenes and a SYNTHETIC scoring set (proxy MOS from an "
-                "offline full-reference metric). The numbers show the pipeline works and what RL changed at this "
+                "warm start on RANDOM answers, generated scenes and a SYNTHETIC scoring set "
+                f"({synthetic_mos_label(params)}). The numbers show the pipeline works and what RL changed at this "
                 "scale; they are not comparable to the paper's, which are printed beside them for reference.", ""]
     out += _blind_margins(m)
     out += _skill_kept_section(m)
@@ -474,14 +482,14 @@ def render_report(params: dict, metrics_path, report_path, figures_dir, cards_di
             f"S1 {PAPER['table1_overall']['stage1']:.2%}, S2 {PAPER['table1_overall']['stage2-main']:.2%}; grounding IoU S1 {PAPER['table2_overall_s1']}.", ""]
     # Table 3 / Stage-2 before-after
     out += ["## Table 3: scoring (SRCC / PLCC, no-think, probability-based score)", ""]
-    rows = []
+    rows, mos_label = [], synthetic_mos_label(params)
     for name, res in m["scoring"].items():
         for ds, r in res["datasets"].items():
             paper = PAPER["table3"].get(ds)
-            rows.append([name, "synthetic (proxy MOS)" if ds == "synthetic" else ds, _fmt(r["no_think"]["prob"]["srcc"]),
+            rows.append([name, f"synthetic ({mos_label})" if ds == "synthetic" else ds, _fmt(r["no_think"]["prob"]["srcc"]),
                          _fmt(r["no_think"]["prob"]["plcc"]), f"{paper[0]:.3f} / {paper[1]:.3f}" if paper else "-"])
     for ds, b in m.get("blind", {}).get("scoring", {}).items():
-        rows.append([BLIND_LABEL + ": a constant score", "synthetic (proxy MOS)" if ds == "synthetic" else ds,
+        rows.append([BLIND_LABEL + ": a constant score", f"synthetic ({mos_label})" if ds == "synthetic" else ds,
                      "0 (undefined)", "0 (undefined)", "-"])
     for metric, per in m.get("baselines", {}).items():
         for ds, r in per.items():

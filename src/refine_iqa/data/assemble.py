@@ -38,6 +38,7 @@ class SynthesisSettings:
     seed: int = 0
     sample_by: str = "type"  # "type": uniform over all types; "family": uniform family, then uniform type in it
     level_weights: tuple[float, ...] | None = None  # relative weights of levels 1..5; None = uniform
+    families: tuple[str, ...] | None = None  # catalogue families drawn from (e.g. ("darken", "brighten")); None = all
     max_boxes_per_image: int | None = None  # cap on distorted copies per source image; None = one per object
     max_box_area_frac: float = 0.9  # QC: boxes covering more of the image are rejected (paper: 90%)
     min_box_side: int = 8  # QC: boxes with a shorter side (pixels) are rejected
@@ -55,6 +56,12 @@ class SynthesisSettings:
             if len(w) != 5 or any(not np.isfinite(x) or x < 0 for x in w) or sum(w) <= 0:
                 raise ValueError(f"synthesis.level_weights must be 5 non-negative numbers with a positive sum "
                                  f"(levels 1..5), got {self.level_weights!r}")
+        if self.families is not None:
+            known = sorted({s.family for s in importlib.import_module("refine_iqa.distortions").catalog()})
+            bad = [f for f in self.families if f not in known]
+            if not self.families or bad or len(set(self.families)) != len(self.families):
+                raise ValueError(f"synthesis.families must be a non-empty list of distinct catalogue families "
+                                 f"{known} (or null for all), got {list(self.families)!r}")
         if self.max_boxes_per_image is not None and self.max_boxes_per_image < 1:
             raise ValueError(f"synthesis.max_boxes_per_image must be >= 1 or null, got {self.max_boxes_per_image}")
         if not 0 < self.max_box_area_frac <= 1:
@@ -141,10 +148,13 @@ class _DistortionPool:
 
     def draw(self, seed: int, settings: SynthesisSettings) -> tuple[str, int]:
         rng = np.random.default_rng(seed)
+        # a subset keeps the catalogue's sorted order, so each draw depends only on the settings and the seed
+        families = self.families if settings.families is None else [f for f in self.families if f in settings.families]
         if settings.sample_by == "type":
-            name = self.types[int(rng.integers(len(self.types)))]
+            types = [t for t in self.types if self.family_of[t] in families]
+            name = types[int(rng.integers(len(types)))]
         else:
-            family = self.families[int(rng.integers(len(self.families)))]
+            family = families[int(rng.integers(len(families)))]
             members = self.types_in[family]
             name = members[int(rng.integers(len(members)))]
         if settings.level_weights is None:

@@ -14,7 +14,7 @@ Every item's randomness comes from stable_seed(seed, item id), so a set is a pur
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -149,16 +149,28 @@ def _write_splits(out_dir: Path, records: list[dict]) -> dict:
             "mos_mean": float(mos.mean()) if mos.size else None, "mos_std": float(mos.std()) if mos.size else None}
 
 
+def severity_mos(level: int) -> float:
+    """The `severity` kind's MOS on 0-100: 100 for a clean image, 20 less per distortion level (level 5: 0),
+    so the scaled MOS is 5 - level (4.9 for a clean image: `scale_mos` clips at 4.9)."""
+    return 100.0 - 20.0 * level
+
+
 def build_synthetic_scoring_set(images, out_dir: str | Path, *, n_train: int, n_test: int, seed: int,
                                 metric: str = "ms_ssim", size: int = 112, clean_fraction: float = 0.1,
-                                crop_scale: tuple[float, float] = (0.5, 1.0), batch_size: int = 64) -> dict:
-    """Distorted crops with a proxy MOS; writes images/, scoring_train.jsonl, scoring_test.jsonl in `out_dir`.
+                                crop_scale: tuple[float, float] = (0.5, 1.0), batch_size: int = 64,
+                                kind: str = "proxy", families: Sequence[str] | None = None) -> dict:
+    """Distorted crops with a synthetic MOS; writes images/, scoring_train.jsonl, scoring_test.jsonl in `out_dir`.
 
     `images`: a sequence of uint8 RGB arrays or image paths, a mapping name -> either, or None for
     `default_scoring_sources(seed)`. Each item: a random source, a random square crop resized to `size`, then
-    with probability `clean_fraction` no distortion, else a type drawn uniformly over the library's types and
-    a level uniform in 1-5, applied to the whole image. Returns counts, paths and the MOS mean/std.
+    with probability `clean_fraction` no distortion, else a type drawn uniformly over the library's types (of
+    `families` only, when given) and a level uniform in 1-5, applied to the whole image. The MOS: `kind`
+    "proxy", the full-reference `metric` against the crop (`proxy_mos`); "severity", the level itself
+    (`severity_mos`: what the eye sees grows with the level, whatever the metric says). Returns counts, paths
+    and the MOS mean/std.
     """
+    if kind not in ("proxy", "severity"):
+        raise ValueError(f"data.scoring.synthetic.kind: expected proxy or severity here, got {kind!r}")
     _check_counts(n_train, n_test, size)
     if not 0 <= clean_fraction <= 1:
         raise ValueError(f"clean_fraction must be in [0, 1], got {clean_fraction}")
@@ -166,13 +178,20 @@ def build_synthetic_scoring_set(images, out_dir: str | Path, *, n_train: int, n_
         raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {crop_scale}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    proxy_mos(0.0, metric)  # validates the metric name before any work
+    if kind == "proxy":
+        proxy_mos(0.0, metric)  # validates the metric name before any work
     distortions = importlib.import_module("refine_iqa.distortions")
-    types = sorted(distortions.names())
+    family_of = {spec.name: spec.family for spec in distortions.catalog()}
+    if families is not None:
+        known = sorted(set(family_of.values()))
+        if not families or any(f not in known for f in families):
+            raise ValueError(f"data.scoring.synthetic.families: expected a non-empty list of catalogue families "
+                             f"{known} (or null for all), got {list(families)!r}")
+    types = sorted(t for t in distortions.names() if families is None or family_of[t] in families)
     names, sources = _as_sources(images, seed)
     out_dir = Path(out_dir)
     items = _item_ids("syn", n_train, n_test)
-    scorer = _Metric(metric) if items else None
+    scorer = _Metric(metric) if items and kind == "proxy" else None
     records = []
     # Work in batches so memory stays flat however large the set is.
     for b in range(0, len(items), batch_size):
@@ -192,15 +211,19 @@ def build_synthetic_scoring_set(images, out_dir: str | Path, *, n_train: int, n_
             refs.append(ref)
             dists.append(dist)
             meta.append((item_id, split, names[k], name, level, path))
-        values = scorer(np.stack(dists), np.stack(refs))
-        # Two decimals keep the file stable against last-bit differences in the metric's float arithmetic.
-        mos = np.round(proxy_mos(values, metric), 2)
+        if kind == "proxy":
+            values = scorer(np.stack(dists), np.stack(refs))
+            # Two decimals keep the file stable against last-bit differences in the metric's float arithmetic.
+            mos = np.round(proxy_mos(values, metric), 2)
+        else:
+            values = np.array([m[4] for m in meta], dtype=np.float64)  # the levels
+            mos = np.array([severity_mos(int(v)) for v in values])
         for (item_id, split, src, name, level, path), m, v in zip(meta, mos, values):
             records.append({
                 "id": item_id, "image_path": str(path), "mos": float(m),
                 "mos_scaled": float(scale_mos(m, 0.0, 100.0)), "dataset": "synthetic", "synthetic": True,
-                "split": split, "source": src, "distortion": name, "level": level, "metric": metric,
-                "metric_value": round(float(v), 6),
+                "split": split, "source": src, "distortion": name, "level": level,
+                "metric": metric if kind == "proxy" else "severity", "metric_value": round(float(v), 6),
             })
     return _write_splits(out_dir, records)
 

@@ -69,7 +69,10 @@ def _synthesis_settings(params: dict):
     syn = per["synthesize"]
     test_size = syn["test_size"]
     return SynthesisSettings(
-        seed=params["seed"], sample_by=syn["sample_by"], max_box_area_frac=per["objects"]["max_box_frac"],
+        seed=params["seed"], sample_by=syn["sample_by"],
+        families=tuple(syn["families"]) if syn["families"] is not None else None,
+        level_weights=tuple(syn["level_weights"]) if syn["level_weights"] is not None else None,
+        max_box_area_frac=per["objects"]["max_box_frac"],
         min_box_side=per["objects"]["min_box_side"], review_mode="auto" if per["review"]["mode"] == "auto" else "manual",
         test_size=test_size if test_size < 1 else int(test_size),
     )
@@ -118,7 +121,8 @@ def scoring_set(params: dict, out_dir) -> dict:
         if syn["kind"] == "brightness":
             return ss.build_brightness_set(out_dir, n_train=syn["n_train"], n_test=syn["n_test"], seed=params["seed"], size=syn["size"])
         return ss.build_synthetic_scoring_set(None, out_dir, n_train=syn["n_train"], n_test=syn["n_test"],
-                                              seed=params["seed"], metric=syn["metric"], size=syn["size"])
+                                              seed=params["seed"], metric=syn["metric"], size=syn["size"],
+                                              kind=syn["kind"], families=syn["families"])
     from refine_iqa.data import iqa_datasets
 
     train = []

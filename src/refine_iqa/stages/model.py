@@ -24,7 +24,7 @@ def warm_start(params: dict, model_dir, manifest_path, scoring_train_path, out_d
     """EMBEDDED ONLY: format warm start on random answers over all four output formats."""
     from refine_iqa.model.loading import save_model_and_processor
     from refine_iqa.rl.samples import build_stage1_train, build_stage2
-    from refine_iqa.rl.warmstart import warm_start as _warm
+    from refine_iqa.rl.warmstart import answer_families, warm_start as _warm
 
     device = setup_compute(params)
     ws = params["warmstart"]
@@ -35,9 +35,15 @@ def warm_start(params: dict, model_dir, manifest_path, scoring_train_path, out_d
     samples = build_stage1_train(items, processor, task_mix={"description": 1, "grounding": 1}, fr_fraction=0.5,
                                  seed=params["seed"], tags=tags)
     samples += build_stage2(scoring, think=True, tags=tags) + build_stage2(scoring, think=False, tags=tags)
+    # A narrowed family list (data.perception.synthesize.families) makes the random family answers come from
+    # the data's own label set, so the start is even over the answers the task can have (docs/learnability.md);
+    # with all 12 families the catalogue default (and its random stream) is kept.
+    narrowed = params["data"]["perception"]["synthesize"]["families"] is not None
+    families = answer_families(samples) if narrowed else None
     with tracking.stage_run("warmstart", params["tracking"], params={"warmstart": ws, "model": params["model"]}) as run:
         losses = _warm(model, processor, samples, steps=ws["steps"], learning_rate=ws["learning_rate"],
                        batch_size=ws["batch_size"], seed=params["seed"], tags=tags, think_words=ws["think_words"],
+                       families=families,
                        progress=_progress("warmstart"))
         curve = [{"step": i + 1, "loss": v} for i, v in enumerate(losses)]
         for rec in curve[:: max(1, len(curve) // 100)]:
