@@ -33,6 +33,11 @@ def test_paper_overlay_is_one_switch():
     assert p["stage2"]["grpo"]["gradient_accumulation_steps"] == 2 and p["stage2"]["grpo"]["num_train_epochs"] == 3
     assert p["warmstart"]["enabled"] is False
     assert p["compute"]["accelerate_config"].endswith("zero3_offload.yaml")
+    # the embedded levers (docs/DECISIONS.md) are all back at the paper's values
+    syn = p["data"]["perception"]["synthesize"]
+    assert syn["families"] is None and syn["level_weights"] is None
+    for stage in ("stage1", "stage2"):
+        assert p[stage]["grpo"]["answer_kl_coef"] == 0.0 and p[stage]["grpo"]["balanced_batches"] is False
 
 
 def test_paper_config_without_model_names_path_and_setting(tmp_path):

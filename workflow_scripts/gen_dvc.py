@@ -125,6 +125,22 @@ def generate(params_path: str | Path = "params.yaml") -> dict:
     return out
 
 
+def missing_params(params_path: str | Path, generated: dict) -> list[str]:
+    """The params keys dvc.yaml tracks that the params FILE does not spell out. DVC reads the file itself, not
+    the schema's defaults that load_params fills in, and stops `dvc repro` on such a key."""
+    raw = yaml.safe_load(Path(params_path).read_text()) or {}
+    missing = set()
+    for stage in generated["stages"].values():
+        for key in stage["params"]:
+            node = raw
+            for part in key.split("."):
+                if not isinstance(node, dict) or part not in node:
+                    missing.add(key)
+                    break
+                node = node[part]
+    return sorted(missing)
+
+
 def render(params_path: str | Path = "params.yaml") -> str:
     return HEADER + yaml.safe_dump(generate(params_path), sort_keys=False, width=120)
 
@@ -135,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(REPO / "dvc.yaml"))
     ap.add_argument("--check", action="store_true", help="only compare; exit 1 when dvc.yaml is stale")
     args = ap.parse_args(argv)
+    missing = missing_params(args.params, generate(args.params))
+    if missing:
+        print(f"{args.params} lacks {', '.join(missing)}, which dvc.yaml tracks (DVC reads the file, not the "
+              "schema's defaults): add each with its default from src/refine_iqa/schema/params.schema.yaml",
+              file=sys.stderr)
+        return 1
     text = render(args.params)
     current = Path(args.out).read_text() if Path(args.out).exists() else ""
     if args.check:
