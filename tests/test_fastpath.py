@@ -133,8 +133,14 @@ def test_one_grpo_loss_and_gradients_equal_plain_trl(tiny_model_dir, tmp_path):
     visual = [n for n in plain_grads if ".visual." in n or n.startswith("visual") or "model.visual" in n]
     assert visual, "the vision tower must receive gradients in this test"
     assert max(g.abs().max().item() for g in plain_grads.values()) > 1e-3
+    # Sharing one prompt forward among a group's rollouts sums the same float32 terms in another order: measured
+    # relative differences ~1e-6 of a gradient's norm, and single elements where terms cancel off by ~1e-3 of
+    # their own (tiny) value, which varies with the CPU's kernels. So compare each gradient against its own
+    # scale; a wrong position, merge or cache moves it by 1e-3 or more (docs/PERFORMANCE.md, seen failing).
     for n, g in plain_grads.items():
-        assert torch.allclose(fast_grads[n], g, rtol=1e-4, atol=1e-7), n
+        rel = ((fast_grads[n] - g).norm() / g.norm().clamp_min(1e-12)).item()
+        assert rel < 1e-5, (n, rel)
+        assert torch.allclose(fast_grads[n], g, rtol=1e-4, atol=1e-5 * g.abs().max().item()), n
     assert not hasattr(model.model, "_refine_vision_dedup_stats")  # restored after the block
 
 
