@@ -41,7 +41,7 @@ def main() -> None:
 
     transformers.AutoModelForImageTextToText.from_pretrained = classmethod(recording)
     params = json.loads(Path(a.params).read_text())
-    args, model, _ = _load_for_training(params, a.model, "cpu", params["stage2"]["grpo"], None)
+    args, model, _ = _load_for_training(params, a.model, "cpu", params["stage2"]["grpo"], None, seed=params["seed"])
     rows = [[n, p.numel(), int(getattr(p, "ds_numel", p.numel())), int(p.ds_tensor.numel()) if hasattr(p, "ds_tensor") else None]
             for n, p in model.named_parameters()]
     rec = {"rank": int(os.environ["RANK"]), "local_rank": int(os.environ["LOCAL_RANK"]),

@@ -168,8 +168,9 @@ def test_table5_states_how_to_measure_the_seed_spread(tmp_path):
 
 
 def test_train_step_passes_the_replicate_seed_to_grpo_and_the_card(tmp_path, monkeypatch):
-    """train_stage2 for `no_pd_seed2` trains GRPO with seed + 2 and records it in the model card (the model,
-    data and GRPO run are stubbed: only the wiring is under test)."""
+    """train_stage2 for `no_pd_seed2` trains GRPO with seed + 2 (in the training args the trainer seeds from, and
+    in run_grpo's seed) and records it in the model card (the model, data and GRPO run are stubbed: only the
+    wiring is under test)."""
     from types import SimpleNamespace
 
     import refine_iqa.rewards
@@ -186,7 +187,11 @@ def test_train_step_passes_the_replicate_seed_to_grpo_and_the_card(tmp_path, mon
         return SimpleNamespace(save_final=lambda out: Path(out).mkdir(parents=True, exist_ok=True),
                                accelerator=SimpleNamespace(is_main_process=True))
 
-    monkeypatch.setattr(stage2, "_load_for_training", lambda *a, **k: (None, None, None))
+    def fake_load(params, init_dir, device, grpo_settings, checkpoints, *, seed):
+        seen["args_seed"] = seed  # the GRPOConfig's seed: the one the trainer seeds sampling from
+        return None, None, None
+
+    monkeypatch.setattr(stage2, "_load_for_training", fake_load)
     monkeypatch.setattr(refine_iqa.rl.samples, "build_stage2", lambda recs, **k: [])
     monkeypatch.setattr(refine_iqa.rewards, "get_stage2_reward_funcs", lambda *a, **k: [])
     monkeypatch.setattr(refine_iqa.rl.grpo, "run_grpo", fake_run_grpo)
@@ -198,5 +203,19 @@ def test_train_step_passes_the_replicate_seed_to_grpo_and_the_card(tmp_path, mon
     out = tmp_path / "stage2-no_pd_seed2"
     stage2.train_stage2(p, init, train, out, tmp_path / "curve.jsonl", variant="no_pd_seed2")
     assert seen["seed"] == 7 and seen["resume_key_extra"]["variant"] == "no_pd_seed2"
+    # Until 2026-12-07 the training args carried the global seed 5: every replicate trained as seed 0 did, and
+    # Table 5 printed a seed spread of exactly 0.
+    assert seen["args_seed"] == 7
     _, body = read_card(out)
     assert "training_seed: 7\n" in body and "variant: no_pd_seed2\n" in body
+
+
+def test_run_grpo_refuses_args_built_with_another_seed(tmp_path):
+    """The trainer seeds from args.seed and the resume key from `seed`: a mismatch is a wiring error, stopped
+    before any training (it is how every ablation replicate once trained as seed 0)."""
+    from refine_iqa.rl.grpo import run_grpo, training_args
+
+    settings = load_params(PARAMS)["stage2"]["grpo"]
+    args = training_args(settings, seed=0, checkpoint_dir=tmp_path / "ckpt")
+    with pytest.raises(ValueError, match=r"^run_grpo: seed=2 but the training args carry seed 0"):
+        run_grpo(None, None, [], [], settings, seed=2, curve_path=tmp_path / "curve.jsonl", args=args)

@@ -42,7 +42,7 @@ def test_training_args_come_before_the_model(monkeypatch, tiny_model_dir):
     monkeypatch.setattr(grpo, "grpo_config", lambda *a, **k: order.append("args") or "ARGS")
     monkeypatch.setattr(loading, "load_model_and_processor", lambda *a, **k: order.append("model") or ("M", "P"))
     params = load_params(ROOT / "params.yaml", overrides={"tracking": {"enabled": False}})
-    assert _load_for_training(params, tiny_model_dir, "cpu", params["stage2"]["grpo"], None) == ("ARGS", "M", "P")
+    assert _load_for_training(params, tiny_model_dir, "cpu", params["stage2"]["grpo"], None, seed=0) == ("ARGS", "M", "P")
     assert order == ["args", "model"]
 
 

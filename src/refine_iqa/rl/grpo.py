@@ -331,6 +331,11 @@ def run_grpo(model, processor, samples: list[dict], reward_funcs: list, settings
     with _output_dir(Path(checkpoint_dir) if every > 0 else None) as out:
         if args is None:
             args = grpo_config(settings, out_dir=out, seed=seed, device=device, checkpoint_steps=every)
+        elif args.seed != seed:
+            # The trainer seeds from args.seed, and the resume key from `seed`: two different seeds would train
+            # one run while naming another (an ablation replicate trained as seed 0 did this).
+            raise ValueError(f"run_grpo: seed={seed} but the training args carry seed {args.seed}; build them "
+                             f"with training_args(..., seed={seed})")
         args.output_dir = str(out)
         if reward_weights is not None:
             args.reward_weights = list(reward_weights)

@@ -31,12 +31,13 @@ def _load(params: dict, model_dir, device: str):
                                     device=device, min_pixels=m["min_pixels"], max_pixels=m["max_pixels"])
 
 
-def _load_for_training(params: dict, model_dir, device: str, grpo_settings: dict, checkpoints):
+def _load_for_training(params: dict, model_dir, device: str, grpo_settings: dict, checkpoints, *, seed: int):
     """(training args, model, processor). The GRPOConfig comes first: with DeepSpeed ZeRO-3 its DeepSpeed
-    config must exist before `from_pretrained` so that every process loads only its partition."""
+    config must exist before `from_pretrained` so that every process loads only its partition. `seed`: the
+    run's training seed (a Stage-2 replicate's is the global seed plus its offset); the trainer seeds from it."""
     from refine_iqa.rl.grpo import training_args
 
-    args = training_args(grpo_settings, seed=params["seed"], device=device, checkpoint_dir=checkpoints)
+    args = training_args(grpo_settings, seed=seed, device=device, checkpoint_dir=checkpoints)
     model, processor = _load(params, model_dir, device)
     return args, model, processor
 

@@ -16,7 +16,8 @@ def train_stage1(params: dict, base_dir, manifest_path, out_dir, curve_path) -> 
     device = setup_compute(params)
     s1 = params["stage1"]
     checkpoints = checkpoint_dir_for(out_dir)  # a killed job's re-run resumes from here
-    args, model, processor = _load_for_training(params, base_dir, device, s1["grpo"], checkpoints)
+    args, model, processor = _load_for_training(params, base_dir, device, s1["grpo"], checkpoints,
+                                                seed=params["seed"])
     tags = _tags(params)
     samples = build_stage1_train(perception_items(manifest_path, "train"), processor, task_mix=s1["task_mix"],
                                  fr_fraction=s1["fr_fraction"], seed=params["seed"], tags=tags)

@@ -38,7 +38,9 @@ def train_stage2(params: dict, init_dir, scoring_train_path, out_dir, curve_path
     think = v["mode"] == "think"
     tags = _tags(params)
     checkpoints = checkpoint_dir_for(out_dir)  # a killed job's re-run resumes from here
-    args, model, processor = _load_for_training(params, init_dir, device, s2["grpo"], checkpoints)
+    # The replicate's seed, not the global one: the trainer seeds sampling and data order from args.seed
+    # (until 2026-12-07 every `_seed<k>` replicate trained exactly as seed 0 did).
+    args, model, processor = _load_for_training(params, init_dir, device, s2["grpo"], checkpoints, seed=v["seed"])
     skipped: list = []
     samples = build_stage2(read_jsonl(scoring_train_path), think=think, tags=tags, skipped=skipped)
     for rec, reason in skipped:
