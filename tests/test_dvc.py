@@ -143,7 +143,7 @@ def _set_key(text: str, dotted: str, value: str) -> str:
 
 
 EDITS_FILES = ["src/refine_iqa/parsing.py", "src/refine_iqa/prompts.py", "src/refine_iqa/rl/pd.py", "src/refine_iqa/rl/forcing.py",
-               "src/refine_iqa/distortions/blur.py", "docs/rewards.md"]
+               "src/refine_iqa/distortions/blur.py", "src/refine_iqa/stages/common.py", "docs/rewards.md"]
 # one key of each section (none the smoke overlay overrides; `ablations` changes which outputs exist, so it
 # regenerates dvc.yaml and is covered by tests/test_steps.py instead)
 EDITS_KEYS = {"seed": "1", "model.attn_implementation": "eager", "prompts.tags": "xml",
@@ -181,6 +181,8 @@ def test_an_edit_marks_exactly_the_stages_that_read_it(clone_a):
     assert seen["src/refine_iqa/rl/pd.py"] == {"stage2"}
     assert seen["src/refine_iqa/rl/forcing.py"] == {"stage1", "stage2"}
     assert seen["src/refine_iqa/distortions/blur.py"] == {"synthesize", "evaluate"}  # synthetic Q-Bench set
+    # the model loader and training args: never the data stages (their device helper is refine_iqa/compute.py)
+    assert seen["src/refine_iqa/stages/common.py"] == {"stage1", "stage2", "evaluate"}
     assert seen["params.yaml:data.perception.objects.max_iou"] == {"curate"}
     assert seen["params.yaml:evaluate.qbench_split"] == {"evaluate"}
     assert seen["docs/rewards.md"] == set() and seen["params.yaml:tracking.experiment"] == set()

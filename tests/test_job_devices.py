@@ -13,7 +13,7 @@ import pytest
 from fixtures_iqa import write_koniq, write_spaq
 
 from refine_iqa import config
-from refine_iqa.stages.common import job_device
+from refine_iqa.compute import job_device
 from refine_iqa.stages.data import curate_shard, make_scenes
 from refine_iqa.stages.evaluate import eval_baselines
 from refine_iqa.data import quality

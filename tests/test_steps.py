@@ -71,6 +71,22 @@ def test_each_step_runs_the_stages_module_of_its_rules_file_and_no_other():
     assert "data.scoring.eval_datasets" in steps.step_config("metrics")
 
 
+DATA_RULES = ("scenes", "curate_shard", "curate_merge", "synthesize_shard", "synthesize_merge", "scoring_set")
+
+
+def test_a_model_or_training_helper_edit_does_not_reach_the_data_steps():
+    """DVC and Snakemake hash whole files: had the data steps read their device helper from stages/common.py,
+    an edit of the model loader or the training args there would re-run curation and synthesis (hours of COCO
+    at the paper's scale; seen in session 10). The device helpers live in refine_iqa/compute.py instead."""
+    for rule in DATA_RULES:
+        modules = steps.step_modules(rule)
+        assert PKG + "stages/common.py" not in modules, rule
+        assert PKG + "rl/grpo.py" not in modules, rule
+    assert PKG + "compute.py" in steps.step_modules("curate_shard")  # job_device: curation may run on a GPU
+    for rule in ("warm_start", "stage1", "stage2", "eval_scoring"):
+        assert PKG + "stages/common.py" in steps.step_modules(rule), rule
+
+
 def test_a_step_function_imported_by_name_is_followed_and_the_lazy_package_refused(tmp_path, monkeypatch):
     by_module = tmp_path / "by_module.py"
     by_module.write_text("from refine_iqa.stages.stage2 import train_stage2\ntrain_stage2(snakemake.config)\n")

@@ -6,7 +6,8 @@ analysis, so it cannot drift from the code:
 
 - `step_modules(step)`: the package files the step runs, found by walking imports from its entry (the
   workflow script, or the CLI command function) transitively. The modules of `refine_iqa.stages` (one per
-  rules file, plus `common`), `refine_iqa.cli` and `refine_iqa.report` hold one function per step, so they are
+  rules file, plus `common`), `refine_iqa.cli`, `refine_iqa.report` and `refine_iqa.compute` (the device
+  helpers) hold one function per step or per shared need, so they are
   followed per FUNCTION (only what the called function imports, and the helpers it names: of its own module,
   or imported by name from another per-function module); every other module is followed whole (every import
   anywhere in the file, including imports inside functions). The `refine_iqa.stages` package resolves names
@@ -38,8 +39,9 @@ PACKAGE = "refine_iqa"
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parents[1]
 # Modules with one function per workflow step: followed function by function. refine_iqa.stages is a package
-# of them, one module per rules file.
-PER_FUNCTION = frozenset({"refine_iqa.cli", "refine_iqa.report"}
+# of them, one module per rules file; refine_iqa.compute holds the device helpers that read `params`
+# (only the functions of such modules contribute params keys).
+PER_FUNCTION = frozenset({"refine_iqa.cli", "refine_iqa.report", "refine_iqa.compute"}
                          | {f"{PACKAGE}.stages.{p.stem}" for p in (PACKAGE_DIR / "stages").glob("*.py")
                             if p.stem != "__init__"})
 # Packages that resolve their names lazily (PEP 562 __getattr__): which module a name comes from is not in the

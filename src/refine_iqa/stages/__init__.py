@@ -17,8 +17,7 @@ import importlib
 
 # name -> the module that defines it
 _WHERE = {
-    "common": ("setup_compute", "_load", "_load_for_training", "_progress", "_tags", "perception_items",
-               "job_device", "scoring_eval_sets", "log"),
+    "common": ("_load", "_load_for_training", "_progress", "_tags", "perception_items", "scoring_eval_sets", "log"),
     "model": ("build_model", "warm_start"),
     "stage1": ("train_stage1",),
     "stage2": ("stage2_settings", "train_stage2"),  # the variants and run names: refine_iqa.variants

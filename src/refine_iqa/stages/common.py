@@ -1,6 +1,7 @@
-"""Helpers shared by the step functions of more than one rules file (rules/common.smk holds the rules' own
-shared helpers; no step runs here): compute setup, model loading, progress lines, tag style, the perception
-split, the device of CPU-capable jobs, and the scoring evaluation sets (evaluation and the report read them).
+"""Helpers shared by the step functions of the model, training and evaluation rules files (rules/common.smk
+holds the rules' own shared helpers; no step runs here): model loading, progress lines, tag style, the
+perception split, and the scoring evaluation sets (evaluation and the report read them). The device setup
+lives in refine_iqa/compute.py, so that the data steps, which need nothing else, do not read this file.
 """
 
 from __future__ import annotations
@@ -11,16 +12,6 @@ from refine_iqa import prompts
 from refine_iqa.io_utils import read_jsonl
 
 log = logging.getLogger("refine_iqa")
-
-
-def setup_compute(params: dict) -> str:
-    import torch
-
-    torch.set_num_threads(params["compute"]["threads"])
-    device = params["compute"]["device"]
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("compute.device is cuda but no GPU is visible; set compute.device: cpu")
-    return device
 
 
 def _load(params: dict, model_dir, device: str):
@@ -63,21 +54,6 @@ def _tags(params: dict):
 def perception_items(manifest_path, split: str) -> list[dict]:
     return [r for r in read_jsonl(manifest_path)
             if r.get("split") == split and r.get("review", {}).get("status") != "rejected"]
-
-
-def job_device(params: dict, job: str) -> str:
-    """The device of a job that can run on either (baselines, curation): cuda only when the configuration asks
-    for it AND this job sees a GPU. Under SLURM a job sees GPUs only when its resources request them
-    (profiles/slurm/config.yaml), so a CPU-partition job runs on the CPU instead of failing."""
-    import torch
-
-    torch.set_num_threads(params["compute"]["threads"])
-    if params["compute"]["device"] == "cuda":
-        if torch.cuda.is_available():
-            return "cuda"
-        print(f"[{job}] compute.device is cuda but this job has no GPU (its resources request none): "
-              "running on the CPU", flush=True)
-    return "cpu"
 
 
 def scoring_eval_sets(params: dict, scoring_test_path) -> dict[str, list[dict]]:

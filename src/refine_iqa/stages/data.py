@@ -6,7 +6,7 @@ from pathlib import Path
 
 from refine_iqa import tracking
 from refine_iqa.io_utils import atomic_write_json, write_jsonl
-from refine_iqa.stages.common import job_device
+from refine_iqa.compute import job_device
 
 
 def make_scenes(params: dict, out_dir) -> Path:

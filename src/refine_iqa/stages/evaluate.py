@@ -7,7 +7,8 @@ from pathlib import Path
 
 from refine_iqa import tracking
 from refine_iqa.io_utils import atomic_write_json, read_json, read_jsonl, write_jsonl
-from refine_iqa.stages.common import _load, _progress, _tags, job_device, perception_items, scoring_eval_sets, setup_compute
+from refine_iqa.compute import job_device, setup_compute
+from refine_iqa.stages.common import _load, _progress, _tags, perception_items, scoring_eval_sets
 
 
 def eval_perception(params: dict, model_dir, manifest_path, out_json, preds_path, name: str) -> dict:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from refine_iqa import model_card, tracking
 from refine_iqa.io_utils import read_jsonl, write_jsonl
-from refine_iqa.stages.common import _load, _progress, _tags, perception_items, setup_compute
+from refine_iqa.compute import setup_compute
+from refine_iqa.stages.common import _load, _progress, _tags, perception_items
 
 
 def build_model(params: dict, out_dir) -> Path:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from refine_iqa import model_card, tracking
-from refine_iqa.stages.common import _load_for_training, _tags, perception_items, setup_compute
+from refine_iqa.compute import setup_compute
+from refine_iqa.stages.common import _load_for_training, _tags, perception_items
 
 
 def train_stage1(params: dict, base_dir, manifest_path, out_dir, curve_path) -> Path:

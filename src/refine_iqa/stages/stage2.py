@@ -7,7 +7,8 @@ from pathlib import Path
 
 from refine_iqa import model_card, tracking
 from refine_iqa.io_utils import read_jsonl
-from refine_iqa.stages.common import _load_for_training, _tags, setup_compute
+from refine_iqa.compute import setup_compute
+from refine_iqa.stages.common import _load_for_training, _tags
 from refine_iqa.variants import STAGE2_VARIANTS, parse_stage2_name
 
 
