@@ -167,7 +167,19 @@ def test_skill_kept_section_rows():
 
     m = {"perception": {"base": perc(0.5, 0.1, 0.2), "stage1": perc(0.9, 0.1, 0.4), "stage2-main": perc(0.8, 0.2, 0.3)}}
     text = "\n".join(_skill_kept_section(m))
-    assert "| distortion-family accuracy | 50.00% | 90.00% | 80.00% | 75% |" in text
-    assert "| description accuracy (all fields) | 10.00% | 10.00% | 20.00% | n/a (Stage-1 gained nothing) |" in text
-    assert "| grounding IoU | 0.200 | 0.400 | 0.300 | 50% |" in text
+    assert "| distortion-family accuracy | 50.00% | 90.00% | 80.00% | - | 75% |" in text
+    assert "| description accuracy (all fields) | 10.00% | 10.00% | 20.00% | - | n/a (Stage-1 gained nothing) |" in text
+    assert "| grounding IoU | 0.200 | 0.400 | 0.300 | - | 50% |" in text
+    # with the blind baselines: a Stage-1 gain that does not beat blind is no skill, its share not printed
+    # (the make run of 2026-12-07: IoU base 0.109, Stage-1 0.121, Stage-2 0.000, blind 0.146 printed -934%)
+    m["perception"]["stage1"] = perc(0.9, 0.1, 0.121)
+    m["perception"]["base"] = perc(0.5, 0.1, 0.109)
+    m["perception"]["stage2-main"] = perc(0.8, 0.2, 0.0)
+    m["blind"] = {"perception": perc(0.9, 0.05, 0.146)}
+    text = "\n".join(_skill_kept_section(m))
+    assert "| grounding IoU | 0.109 | 0.121 | 0.000 | 0.146 | n/a (Stage-1 not above blind) |" in text
+    assert "| distortion-family accuracy | 50.00% | 90.00% | 80.00% | 90.00% | n/a (Stage-1 not above blind) |" in text
+    assert "| description accuracy (all fields) | 10.00% | 10.00% | 20.00% | 5.00% | n/a (Stage-1 gained nothing) |" in text
+    m["blind"] = {"perception": perc(0.6, 0.05, 0.146)}  # Stage-1 family 0.9 beats blind 0.6: the share counts
+    assert "| distortion-family accuracy | 50.00% | 90.00% | 80.00% | 60.00% | 75% |" in "\n".join(_skill_kept_section(m))
     assert _skill_kept_section({"perception": {"base": perc(0.5, 0.1, 0.2)}}) == []

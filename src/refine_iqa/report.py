@@ -364,23 +364,33 @@ def skill_kept(base: float, stage1: float, stage2: float) -> float:
 
 def _skill_kept_section(m: dict) -> list[str]:
     """Does Stage-2 (scoring) keep what Stage-1 taught (perception)? The paper's claim for the multi-stage
-    design; measured on Tables 1-2's FR + NR numbers."""
+    design; measured on Tables 1-2's FR + NR numbers. A Stage-1 gain that does not beat the blind baseline is
+    no perception skill (a constant answer does as well), so its share is not printed: a ratio of two noise-sized
+    differences read as -934% in a make run."""
     p = m.get("perception", {})
     if not all(k in p for k in ("base", "stage1", "stage2-main")):
         return []
+    blind = m.get("blind", {}).get("perception")
     rows = []
     for what, get, pct in (
             ("distortion-family accuracy", lambda x: x["description"]["all"].get("family_accuracy"), True),
             ("description accuracy (all fields)", lambda x: x["description"]["all"]["overall"], True),
             ("grounding IoU", lambda x: x["grounding"]["all"]["overall"], False)):
         b, s1, s2 = (get(p[k]) for k in ("base", "stage1", "stage2-main"))
+        bl = get(blind) if blind else None
         kept = skill_kept(b, s1, s2)
-        rows.append([what, _fmt(b, pct), _fmt(s1, pct), _fmt(s2, pct),
-                     "n/a (Stage-1 gained nothing)" if math.isnan(kept) else f"{100 * kept:.0f}%"])
+        if math.isnan(kept):
+            share = "n/a (Stage-1 gained nothing)"
+        elif bl is not None and not math.isnan(bl) and s1 <= bl:
+            share = "n/a (Stage-1 not above blind)"
+        else:
+            share = f"{100 * kept:.0f}%"
+        rows.append([what, _fmt(b, pct), _fmt(s1, pct), _fmt(s2, pct), _fmt(bl, pct) if blind else "-", share])
     return ["### Stage-1 skill kept after Stage-2", "",
             "Kept = (Stage-2-main - base) / (Stage-1 - base): the share of Stage-1's perception gain still there "
-            "after the scoring stage.", "",
-            _table(["measure", "base", "Stage-1", "Stage-2-main", "kept"], rows), ""]
+            "after the scoring stage; printed only where Stage-1 beats the blind answer (a gain below it is no "
+            "skill that reads the image).", "",
+            _table(["measure", "base", "Stage-1", "Stage-2-main", "blind", "kept"], rows), ""]
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
