@@ -54,6 +54,7 @@ def grounding_row(r: dict) -> tuple[str, bool]:
     ok = not learnability.failed_bars("grounding", r)
     return (f"| {r['seed']} | {r['layout']} | {r['blind_iou']:.3f} | {r['iou_before']:.3f} -> {r['iou_after']:.3f} | "
             f"{r['distinct_after']} `{r['top_answer']}` | {r['reward_first20']:.3f} -> {r['reward_last20']:.3f} | "
+            f"{r.get('onset_step') or 'never'} | {r.get('steps', '?')} of {r.get('max_steps', r.get('steps', '?'))} | "
             f"{r['grpo_cpu_s']:.0f} | {'pass' if ok else 'FAIL'} |"), ok
 
 
@@ -65,7 +66,8 @@ HEADERS = {
     "stage2_think": "| seed | answer reward first -> last 20 | steps with PD != 0 | think format | hit rate | SRCC greedy / prob | "
                     "distinct | GRPO CPU s | result |\n|---|---|---|---|---|---|---|---|---|",
     "grounding": "| seed | layout | best constant box | IoU before -> after | distinct greedy boxes, top | grounding "
-                 "reward first -> last 20 | GRPO CPU s | result |\n|---|---|---|---|---|---|---|---|",
+                 "reward first -> last 20 | onset: train IoU (25-step mean) at the bar, step | steps trained of budget | "
+                 "GRPO CPU s | result |\n|---|---|---|---|---|---|---|---|---|---|",
 }
 RECIPES = {name: (learnability.RECIPES[name], row, learnability.bars_text(name)) for name, row in
            [("stage1", stage1_row), ("stage2", stage2_row), ("stage2_think", think_row),

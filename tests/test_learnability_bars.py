@@ -38,9 +38,11 @@ def test_stage1_and_grounding_bars():
     seed3 = {"reward_first20": 0.259, "reward_last20": 0.593, "family_after": 0.500}  # the collapse: blind
     assert failed_bars("stage1", seed3) == ["held-out family accuracy >= 0.75 (blind 0.5)"]
     assert failed_bars("stage1", {**seed3, "family_after": 0.969}) == []
-    halves = {"blind_iou": 0.500, "iou_after": 0.454}  # every grounding design so far
+    halves = {"blind_iou": 0.500, "iou_after": 0.454}  # every design before session 12: the best constant box
     assert failed_bars("grounding", halves) == ["held-out IoU >= best constant box + 0.1"]
+    assert failed_bars("grounding", {**halves, "iou_after": 0.599}) == ["held-out IoU >= best constant box + 0.1"]
     assert failed_bars("grounding", {**halves, "iou_after": 0.600}) == []
+    assert failed_bars("grounding", {**halves, "iou_after": 0.9375}) == []  # 32 x 4, 500 steps, seed 0
 
 
 def test_every_recipe_has_bars_and_a_printable_summary():
@@ -48,3 +50,35 @@ def test_every_recipe_has_bars_and_a_printable_summary():
 
     assert set(BARS) == set(RECIPES)
     assert bars_text("stage2").count(";") == len(BARS["stage2"]) - 1
+
+
+def test_onset_step_is_the_first_trailing_mean_at_the_level():
+    from learnability import onset_step
+
+    assert onset_step([0.5] * 30, 0.6) is None  # a plateau at the blind box never reaches the bar
+    assert onset_step([1.0] * 25, 1.0) == 25  # the first full window
+    assert onset_step([1.0] * 24, 0.5) is None  # no full window yet
+    # 24 zeros then ones: the window ending at step 39 holds 10 zeros and 15 ones, mean exactly 0.6
+    assert onset_step([0.0] * 24 + [1.0] * 25, 0.6) == 39
+    assert onset_step([0.0, 1.0, 1.0], 0.5, n=2) == 2  # (0 + 1) / 2 reaches 0.5 at step 2
+
+
+def test_stop_after_onset_ends_training_extra_steps_after_the_onset():
+    from types import SimpleNamespace
+
+    from learnability import StopAfterOnset
+
+    stopper = StopAfterOnset("r", level=0.6, extra=3, n=2)
+    control = SimpleNamespace(should_training_stop=False)
+    for step, value in enumerate([0.5, 0.5, 0.5, 0.7, 0.9, 0.9, 0.9], start=1):
+        stopper.log({"r": value, "loss": 1.0}, control)
+        if step < 7:
+            # the onset: (0.5 + 0.7) / 2 = 0.6 at step 4; three more steps end the training at step 7
+            assert not control.should_training_stop, step
+    assert stopper.onset == 4 and control.should_training_stop
+    quiet = SimpleNamespace(should_training_stop=False)
+    plateau = StopAfterOnset("r", level=0.6, extra=0, n=2)
+    for _ in range(50):
+        plateau.log({"r": 0.5}, quiet)
+        plateau.log({"loss": 1.0}, quiet)  # a log without the reward changes nothing
+    assert plateau.onset is None and not quiet.should_training_stop
