@@ -122,7 +122,11 @@ def main(argv=None) -> int:
     with cf.ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = {pool.submit(_one, args.recipe, s, grpo): s for s in parse_seeds(args.seeds)}
         for fut in cf.as_completed(futures):
-            r = fut.result()
+            try:
+                r = fut.result()
+            except Exception as e:  # one seed's error must not hide the others' rows
+                print(f"| {futures[fut]} | raised {type(e).__name__}: {e} | FAIL |", flush=True)
+                continue
             line, ok = row(r)
             passed += ok
             print(line, flush=True)
