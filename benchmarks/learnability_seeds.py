@@ -74,9 +74,9 @@ RECIPES = {name: (learnability.RECIPES[name], row, learnability.bars_text(name))
             ("grounding", grounding_row)]}
 
 
-def _one(recipe: str, seed: int, grpo: dict) -> dict:
+def _one(recipe: str, seed: int, grpo: dict, stop: dict | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"learn-{recipe}-{seed}-") as tmp:
-        return RECIPES[recipe][0](tmp, seed, grpo=grpo)
+        return RECIPES[recipe][0](tmp, seed, grpo=grpo, **({"stop": stop} if stop else {}))
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -102,6 +102,8 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--set", action="append", default=[], help="GRPO setting override, KEY=VALUE")
     ap.add_argument("--json", help="append one JSON line per seed here")
+    ap.add_argument("--stop", type=json.loads, help='grounding stop rule, e.g. \'{"above_blind": 0.2, "extra": 50, '
+                    '"lr_factor": 0.1}\' (tests/learnability.py GROUNDING_STOP)')
     ap.add_argument("--profile", type=int, default=0, help="profile seed 0 for this many GRPO steps instead")
     args = ap.parse_args(argv)
     grpo = parse_set(args.set)
@@ -117,10 +119,11 @@ def main(argv=None) -> int:
         pstats.Stats(prof).sort_stats("cumulative").print_stats(45)
         return 0
     fn, row, bars = RECIPES[args.recipe]
-    print(f"recipe {args.recipe}, GRPO overrides {grpo or 'none'}; bars: {bars}\n{HEADERS[args.recipe]}", flush=True)
+    print(f"recipe {args.recipe}, GRPO overrides {grpo or 'none'}, stop {args.stop or 'default'}; bars: {bars}\n"
+          f"{HEADERS[args.recipe]}", flush=True)
     passed = 0
     with cf.ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {pool.submit(_one, args.recipe, s, grpo): s for s in parse_seeds(args.seeds)}
+        futures = {pool.submit(_one, args.recipe, s, grpo, args.stop): s for s in parse_seeds(args.seeds)}
         for fut in cf.as_completed(futures):
             try:
                 r = fut.result()

@@ -76,19 +76,26 @@ class StopAfterOnset:
     """A trainer callback that ends GRPO `extra` steps after the logged `key` (mean of the last `n` steps) first
     reaches `level` (onset_step): a recipe whose learning starts at a random step pays for the steps it needs, and
     its step budget can be long enough for a late onset. Only the train reward decides; held-out numbers are
-    measured after, on other images."""
+    measured after, on other images. `lr_factor` scales the learning rate at the onset for the `extra` steps (the
+    lever that kept a learnt grounding policy stable: docs/learnability.md)."""
 
-    def __init__(self, key: str, level: float, extra: int, n: int = 25):
+    def __init__(self, key: str, level: float, extra: int, n: int = 25, lr_factor: float | None = None):
         from transformers import TrainerCallback
 
-        self.key, self.level, self.extra, self.n = key, level, extra, n
+        self.key, self.level, self.extra, self.n, self.lr_factor = key, level, extra, n, lr_factor
         self.values: list[float] = []
         self.onset: int | None = None
         stopper = self
 
         class _Callback(TrainerCallback):
-            def on_log(self, args, state, control, logs=None, **kwargs):
+            def on_log(self, args, state, control, logs=None, lr_scheduler=None, optimizer=None, **kwargs):
+                had_onset = stopper.onset is not None
                 stopper.log(logs or {}, control)
+                if stopper.lr_factor is not None and not had_onset and stopper.onset is not None:
+                    # the scheduler recomputes each step's rate from base_lrs, so both are scaled
+                    lr_scheduler.base_lrs = [lr * stopper.lr_factor for lr in lr_scheduler.base_lrs]
+                    for group in optimizer.param_groups:
+                        group["lr"] *= stopper.lr_factor
 
         self.callback = _Callback()
 
@@ -444,7 +451,8 @@ def run_grounding_recipe(tmp: str | Path, seed: int, *, grpo: dict | None = None
     if warm.pop("data_boxes", True):  # random boxes drawn from the data's regions (answer_boxes), still image-blind
         warm["boxes"] = answer_boxes(train)
     key = "rewards/grounding_reward/mean"
-    stopper = StopAfterOnset(key, blind_iou + stop["above_blind"], stop["extra"]) if stop else None
+    stopper = (StopAfterOnset(key, blind_iou + stop["above_blind"], stop["extra"], lr_factor=stop.get("lr_factor"))
+               if stop else None)
     before, after, first, last, clock = _stage1_warm_start_and_grpo(
         model, processor, train, test, tmp=tmp, seed=seed, tags=tags, grpo=grpo, warm=warm, answer_field="box",
         task="grounding", on_trainer=stopper and (lambda trainer: trainer.add_callback(stopper.callback)))

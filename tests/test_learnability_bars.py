@@ -82,3 +82,17 @@ def test_stop_after_onset_ends_training_extra_steps_after_the_onset():
         plateau.log({"r": 0.5}, quiet)
         plateau.log({"loss": 1.0}, quiet)  # a log without the reward changes nothing
     assert plateau.onset is None and not quiet.should_training_stop
+
+
+def test_stop_after_onset_scales_the_learning_rate_once_at_the_onset():
+    from types import SimpleNamespace
+
+    from learnability import StopAfterOnset
+
+    stopper = StopAfterOnset("r", level=0.6, extra=2, n=1, lr_factor=0.1)
+    scheduler, optimizer = SimpleNamespace(base_lrs=[1e-3]), SimpleNamespace(param_groups=[{"lr": 1e-3}])
+    control = SimpleNamespace(should_training_stop=False)
+    for value in [0.5, 0.7, 0.9, 0.9]:  # onset at step 2; the rate is cut there and not again
+        stopper.callback.on_log(None, None, control, logs={"r": value}, lr_scheduler=scheduler, optimizer=optimizer)
+    assert stopper.onset == 2 and control.should_training_stop
+    assert scheduler.base_lrs == [1e-3 * 0.1] and optimizer.param_groups[0]["lr"] == 1e-3 * 0.1
