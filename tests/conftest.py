@@ -51,7 +51,7 @@ def rgb(seed: int = 0, size: int = 112) -> np.ndarray:
 # they use the second core while the rest of the suite runs, and each test only waits for its result.
 # The recipe, its seed and its numbers are exactly those of an inline run (tests/learnability.py).
 LEARNABILITY_TESTS = {"test_learnability_stage1.py": "stage1", "test_learnability_stage2.py": "stage2",
-                      "test_learnability_think.py": "stage2_think"}
+                      "test_learnability_think.py": "stage2_think", "test_learnability_grounding.py": "grounding"}
 LEARNABILITY_SEED = 0
 _background: dict = {}
 

@@ -205,7 +205,7 @@ def _index(split: str, i: int, attempt: int) -> int:
     return {"train": 0, "test": 1}[split] * 10_000_000 + i * 100 + attempt
 
 
-# ---- Grounding: the box of a darkened region (no test yet: 7 seeds in 8 pass; docs/learnability.md) ------------
+# ---- Grounding: the box of a darkened region (tests/test_learnability_grounding.py; docs/learnability.md) ------
 
 def region_boxes(layout: str, size: int) -> list[tuple[int, int, int, int]]:
     """The candidate regions of a `size` x `size` image: its 4 quadrants, or its left and right halves."""
@@ -414,21 +414,21 @@ GROUNDING_WARM = dict(steps=150, learning_rate=3e-3, batch_size=32)
 # 128 rollouts a step = 32 images x G=4. The policy stays image-blind (train IoU ~0.5, the best constant box) for a
 # plateau of random length, then learns suddenly: the onset (train IoU's 25-step mean at blind + 0.1) came at steps
 # 116-338 on seven seeds and 973 on one (docs/learnability.md, "Grounding"). So the budget is 1500 steps, and GRPO
-# stops once the train IoU's 25-step mean reaches blind + 0.2 (GROUNDING_STOP): a seed pays for the plateau it has,
-# and a learnt, near-deterministic policy is not trained on: trained on, seeds fell back to a constant box or lost
-# the answer format (one 25 steps after the stop level). Stopped there, seed 3's greedy boxes were still half-formed
-# (`0,0,1112,112`, held-out IoU 0.489): 7 seeds in 8 pass, so this is not yet a test.
+# cuts its learning rate tenfold once the train IoU's 25-step mean reaches blind + 0.2, then trains 50 steps more and
+# stops (GROUNDING_STOP): a seed pays for the plateau it has, and a learnt, near-deterministic policy is not trained on
+# at the full rate: so trained, seeds fell back to a constant box or lost the answer format (one 25 steps after the
+# level); stopped at the level itself, seed 3's greedy boxes were still half-formed (`0,0,1112,112`, IoU 0.489).
 GROUNDING_GRPO = grpo_settings(max_steps=1500, learning_rate=1e-3, per_device_train_batch_size=128, num_generations=4,
                                max_completion_length=24, temperature=1.0, answer_kl_coef=0.05)
-GROUNDING_STOP = dict(above_blind=0.2, extra=0)  # StopAfterOnset; None trains every step of the budget
+GROUNDING_STOP = dict(above_blind=0.2, extra=50, lr_factor=0.1)  # StopAfterOnset; None trains the whole budget
 
 
 def run_grounding_recipe(tmp: str | Path, seed: int, *, grpo: dict | None = None, warm: dict | None = None,
                          layout: str = "halves", stop: dict | None = GROUNDING_STOP) -> dict:
     """Format-only warm start (random boxes, by default drawn from the data's regions: answer_boxes), then Stage-1
     GRPO on no-reference grounding of a darkened region; held-out IoU before/after beside the best constant box.
-    The halves layout learns on 7 seeds in 8 (not yet a test: docs/learnability.md); the quadrants are kept for experiments
-    (even supervised, the tiny model did not learn them in 400 steps: docs/learnability.md)."""
+    The halves layout learns on seeds 0-7 (docs/learnability.md); the quadrants are kept for experiments (even
+    supervised, the tiny model did not learn them in 400 steps: docs/learnability.md)."""
     from refine_iqa import prompts
     from refine_iqa.eval.blind import best_constant_box, relative_boxes
     from refine_iqa.rl.samples import build_stage1_eval, build_stage1_train
