@@ -413,12 +413,12 @@ GROUNDING_MARGIN = 0.1  # issue 14's bar: held-out IoU at least the best constan
 GROUNDING_WARM = dict(steps=150, learning_rate=3e-3, batch_size=32)
 # 128 rollouts a step = 32 images x G=4. The policy stays image-blind (train IoU ~0.5, the best constant box) for a
 # plateau of random length, then learns suddenly: the onset (train IoU's 25-step mean at blind + 0.1) came at steps
-# 116-338 on seven seeds and 973 on one (docs/learnability.md, "Grounding"). So the budget is 1500 steps, and GRPO
-# cuts its learning rate tenfold once the train IoU's 25-step mean reaches blind + 0.2, then trains 50 steps more and
-# stops (GROUNDING_STOP): a seed pays for the plateau it has, and a learnt, near-deterministic policy is not trained on
-# at the full rate: so trained, seeds fell back to a constant box or lost the answer format (one 25 steps after the
-# level); stopped at the level itself, seed 3's greedy boxes were still half-formed (`0,0,1112,112`, IoU 0.489).
-GROUNDING_GRPO = grpo_settings(max_steps=1500, learning_rate=1e-3, per_device_train_batch_size=128, num_generations=4,
+# 116-338 on seven seeds and 973 on one, and at 1080 for seed 0 on 2 threads (docs/learnability.md, "Grounding").
+# So the budget is 2000 steps, and GRPO cuts its learning rate tenfold once the train IoU's 25-step mean reaches
+# blind + 0.2, then trains 50 steps more and stops (GROUNDING_STOP): a seed pays for the plateau it has, and a learnt,
+# near-deterministic policy is not trained on at the full rate: so trained, seeds fell back to a constant box or lost
+# the answer format (one 25 steps after the level); stopped at the level itself, seed 3's boxes were half-formed.
+GROUNDING_GRPO = grpo_settings(max_steps=2000, learning_rate=1e-3, per_device_train_batch_size=128, num_generations=4,
                                max_completion_length=24, temperature=1.0, answer_kl_coef=0.05)
 GROUNDING_STOP = dict(above_blind=0.2, extra=50, lr_factor=0.1)  # StopAfterOnset; None trains the whole budget
 

@@ -5,7 +5,7 @@ Recipe (tests/learnability.py: run_grounding_recipe), seeds 0-7 and measured num
 "Grounding"; `benchmarks/learnability_seeds.py grounding --seeds 0-7` runs it on other seeds. Bar from issue 14:
 held-out IoU at least the best constant box + 0.1 (the best constant box scores 0.5 on the balanced halves). Every
 earlier design (8 images a step, 250 steps) ended on the best constant box and fails this bar. GRPO learns after a
-plateau of random length, so the budget is 1500 steps; once the train IoU (25-step mean) reaches the best constant
+plateau of random length, so the budget is 2000 steps; once the train IoU (25-step mean) reaches the best constant
 box + 0.2 the learning rate is cut tenfold and GRPO stops 50 steps later (tests/learnability.py: GROUNDING_STOP).
 """
 
