@@ -89,9 +89,7 @@ class StopAfterOnset:
 
         class _Callback(TrainerCallback):
             def on_log(self, args, state, control, logs=None, lr_scheduler=None, optimizer=None, **kwargs):
-                had_onset = stopper.onset is not None
-                stopper.log(logs or {}, control)
-                if stopper.lr_factor is not None and not had_onset and stopper.onset is not None:
+                if stopper.log(logs or {}, control) and stopper.lr_factor is not None:
                     # the scheduler recomputes each step's rate from base_lrs, so both are scaled
                     lr_scheduler.base_lrs = [lr * stopper.lr_factor for lr in lr_scheduler.base_lrs]
                     for group in optimizer.param_groups:
@@ -99,14 +97,18 @@ class StopAfterOnset:
 
         self.callback = _Callback()
 
-    def log(self, logs: dict, control) -> None:
+    def log(self, logs: dict, control) -> bool:
+        """Record one logged step; True on the step the onset is reached (and on no other)."""
         if self.key not in logs:
-            return
+            return False
         self.values.append(float(logs[self.key]))
-        if self.onset is None and len(self.values) >= self.n and np.mean(self.values[-self.n:]) >= self.level:
+        reached = (self.onset is None and len(self.values) >= self.n
+                   and np.mean(self.values[-self.n:]) >= self.level)
+        if reached:
             self.onset = len(self.values)  # checked every step, so this is onset_step(self.values, ...)
         if self.onset is not None and len(self.values) >= self.onset + self.extra:
             control.should_training_stop = True
+        return bool(reached)
 
 
 def scoring_quality(model, processor, samples: list[dict], *, think: bool, tags="paper",
