@@ -101,22 +101,70 @@ def test_qbench_baseline_picks_the_text_most_often_right_on_the_other_questions(
             {"candidates": ["blur", "noise", "yes"], "answer_index": 1, "type": 1, "concern": 0},
             {"candidates": ["high", "low"], "answer_index": 1, "type": 2, "concern": 0},
             {"candidates": ["low", "high"], "answer_index": 1, "type": 2, "concern": 0}]
-    b = blind.qbench_baseline(recs)
+    choices = blind.qbench_text_prior(recs)
     # Right texts: yes x2, no, noise, low, high. Leaving each question's own answer out:
     # q0 yes 1 / no 1 -> tie, earlier "Yes" (right); q1 no 1 / yes 1 -> earlier "No" (wrong);
     # q2 yes 2 / no 0 -> "Yes" (wrong); q3 blur 0 / noise 0 / yes 2 -> "yes" (wrong);
     # q4 high 1 / low 0 -> "high" (wrong); q5 low 1 / high 0 -> "low" (wrong).
     # (Counting its own answer, the in-sample prior also gets q1 right: 2/6.)
-    assert b["choices"] == [0, 0, 0, 2, 0, 0]
-    assert b["accuracy"]["overall"] == pytest.approx(1 / 6)
-    assert b["accuracy"]["yes-or-no"] == pytest.approx(1 / 3)
-    assert b["accuracy"]["what"] == 0.0 and b["accuracy"]["how"] == 0.0
+    assert choices == [0, 0, 0, 2, 0, 0]
+    # the right answers sit at B on 5 of 6 questions, so the baseline itself is "always B" here
+    b = blind.qbench_baseline(recs)
+    assert b["strategy"] == "letter B" and b["accuracy"]["overall"] == pytest.approx(5 / 6)
+
+
+def test_qbench_baseline_keeps_the_text_prior_when_it_is_better():
+    """'Yes' is right four times at alternating positions: the text prior gets q0-q3 (4/5), a letter 2/5."""
+    recs = [{"candidates": ["Yes", "No"], "answer_index": 0, "type": 0, "concern": 0},
+            {"candidates": ["No", "Yes"], "answer_index": 1, "type": 0, "concern": 0},
+            {"candidates": ["Yes", "No"], "answer_index": 0, "type": 0, "concern": 1},
+            {"candidates": ["No", "Yes"], "answer_index": 1, "type": 0, "concern": 1},
+            {"candidates": ["a", "b", "c"], "answer_index": 2, "type": 1, "concern": 0}]
+    b = blind.qbench_baseline(recs)
+    assert b["strategy"] == "text" and b["choices"] == [0, 1, 0, 1, 0]
+    assert b["accuracy"]["overall"] == pytest.approx(4 / 5)
+    assert b["accuracy"]["yes-or-no"] == pytest.approx(1.0) and b["accuracy"]["what"] == 0.0
 
 
 def test_qbench_baseline_cannot_memorise_unique_answers():
-    """Every right text unique: an in-sample prior would score 100%; leave-one-out scores what chance gives."""
-    recs = [{"candidates": [f"d{k}", f"r{k}"], "answer_index": 1, "type": 1, "concern": 0} for k in range(5)]
-    assert blind.qbench_baseline(recs)["accuracy"]["overall"] == 0.0
+    """Every right text unique, never at A: an in-sample text prior would score 100%; leave-one-out has no
+    votes, takes the first option (A) and scores 0; the best constant letter scores half (B and C each right on
+    2 of 4; first best: B)."""
+    recs = [{"candidates": [f"d{k}", f"e{k}", f"r{k}"], "answer_index": 1 if k < 2 else 2, "type": 1,
+             "concern": 0} for k in range(4)]
+    assert blind.qbench_text_prior(recs) == [0, 0, 0, 0]
+    b = blind.qbench_baseline(recs)
+    assert b["strategy"] == "letter B" and b["choices"] == [1, 1, 1, 1]
+    assert b["accuracy"]["overall"] == pytest.approx(0.5)
+
+
+def test_qbench_baseline_takes_a_constant_letter_when_it_beats_the_text_prior():
+    """The answers sit mostly at B: 'always B' ignores the image and scores 3/5. The text prior (leave-one-out)
+    gets 1/5 here. A 2-option question cannot be answered C, so the letter C scores only its 3-option hits."""
+    recs = [{"candidates": ["Yes", "No"], "answer_index": 1, "type": 0, "concern": 0},       # right: No
+            {"candidates": ["No", "Yes"], "answer_index": 1, "type": 0, "concern": 0},       # right: Yes
+            {"candidates": ["blur", "noise", "haze"], "answer_index": 1, "type": 1, "concern": 0},
+            {"candidates": ["low", "high", "mid"], "answer_index": 2, "type": 2, "concern": 1},
+            {"candidates": ["sharp", "soft"], "answer_index": 0, "type": 2, "concern": 1}]
+    # Text prior, leave-one-out: q0 Yes 1 / No 0 -> "Yes" (wrong); q1 No 1 / Yes 0 -> "No" (wrong);
+    # q2..q4: every option 0 votes -> A: blur (wrong), low (wrong), sharp (right): 1/5.
+    # Letters: A right on q4 only (1/5), B on q0, q1, q2 (3/5), C on q3 only (1/5).
+    b = blind.qbench_baseline(recs)
+    assert b["strategy"] == "letter B"
+    assert b["choices"] == [1, 1, 1, 1, 1]
+    assert b["accuracy"]["overall"] == pytest.approx(3 / 5)
+    assert b["accuracy"]["yes-or-no"] == pytest.approx(1.0) and b["accuracy"]["how"] == 0.0
+    # a letter beyond a question's options is no answer: C wins on three 3-option questions (unique texts, so
+    # the text prior has no votes and scores 0) and must not "answer" the 2-option one
+    recs_c = [{"candidates": [f"x{k}", f"y{k}", f"z{k}"], "answer_index": 2, "type": 1, "concern": 0}
+              for k in range(3)] + [{"candidates": ["p", "q"], "answer_index": 1, "type": 1, "concern": 0}]
+    c = blind.qbench_baseline(recs_c)
+    assert c["strategy"] == "letter C" and c["choices"] == [2, 2, 2, None]
+    assert c["accuracy"]["overall"] == pytest.approx(3 / 4) and c["unanswered"] == 1
+    # the report's Table 4 names the strategy (metrics written before it existed were the text prior)
+    from refine_iqa import report
+    assert report._qbench_blind_how(c) == "always answer C (the letter right most often)"
+    assert report._qbench_blind_how({}) == "the option text most often right on the other questions"
 
 
 def test_ablation_spread_paired_bootstrap(tmp_path):

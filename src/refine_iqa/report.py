@@ -298,6 +298,15 @@ def _stage1_answers_section(m: dict) -> list[str]:
 BLIND_LABEL = "blind (ignores the image)"
 
 
+def _qbench_blind_how(bq: dict) -> str:
+    """How the Q-Bench blind answer chose (eval/blind.py qbench_baseline); metrics from before the letter
+    strategy existed carry no `strategy` and were the text prior."""
+    strategy = bq.get("strategy", "text")
+    if strategy == "text":
+        return "the option text most often right on the other questions"
+    return f"always answer {strategy.split()[-1]} (the letter right most often)"
+
+
 def _blind_note(m: dict) -> list[str]:
     """How the blind rows of Tables 1-2 were made (eval/blind.py)."""
     b = m.get("blind", {}).get("perception")
@@ -518,7 +527,7 @@ def render_report(params: dict, metrics_path, report_path, figures_dir, cards_di
                 for name, q in m["qbench"].items() for mode in ("no_think", "think")]
         bq = m.get("blind", {}).get("qbench")
         if bq is not None:
-            rows.append([BLIND_LABEL + ": the option text most often right on the other questions"] + [_fmt(bq["accuracy"][c], True) for c in cols])
+            rows.append([f"{BLIND_LABEL}: {_qbench_blind_how(bq)}"] + [_fmt(bq["accuracy"][c], True) for c in cols])
         out += [f"Split: {q0['split']}, {q0['n']} questions.", "", _table(["model"] + cols, rows), "",
                 f"Paper: Refine-IQA-S2 (think) overall {PAPER['table4_overall_s2_think']:.2%}.", ""]
     out += ["## Stage-2 before / after (think mode, synthetic test set)", ""]

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from refine_iqa import prompts
-from refine_iqa.data.qbench import qbench_accuracy
+from refine_iqa.data.qbench import LETTERS, qbench_accuracy
 from refine_iqa.eval import metrics
 from refine_iqa.eval.perception import summarise
 
@@ -175,10 +175,30 @@ def scoring_baseline(mos_scaled: Sequence[float]) -> dict:
 
 
 def qbench_baseline(records: Sequence[dict]) -> dict:
-    """Q-Bench accuracies (qbench_accuracy's layout) of the majority-text choice, leave-one-out: each
-    question picks the option whose text was most often right on the OTHER questions (ties: the earlier
-    option). Counting the question's own answer would memorise it: in a small set most right texts occur
-    once, so an in-sample prior "answers" nearly every question (83% on the smoke run's 12 questions)."""
+    """Q-Bench accuracies (qbench_accuracy's layout) of the better of two image-blind answers, by overall
+    accuracy (ties: the text prior), with `strategy` naming it:
+
+    - "text": the majority-text choice, leave-one-out: each question picks the option whose text was most often
+      right on the OTHER questions (ties: the earlier option). Counting the question's own answer would memorise
+      it: in a small set most right texts occur once (83% on the smoke run's 12 questions).
+    - "letter X": one constant letter for every question (the best one, fitted on the questions like the other
+      blind baselines' constants; a question with fewer options than X counts as wrong). Right answers are not
+      spread evenly over the positions (LLVisionQA's nor the synthetic set's), so a model that always answers
+      "A" beats the text prior without looking at the image.
+    """
+    text_choices = qbench_text_prior(records)
+    best = {**qbench_accuracy(records, text_choices), "choices": text_choices, "strategy": "text"}
+    for k in range(max((len(r["candidates"]) for r in records), default=0)):
+        # an out-of-range letter is no answer (None), which qbench_accuracy counts as wrong
+        choices = [k if k < len(r["candidates"]) else None for r in records]
+        acc = qbench_accuracy(records, choices)
+        if acc["accuracy"]["overall"] > best["accuracy"]["overall"]:
+            best = {**acc, "choices": choices, "strategy": f"letter {LETTERS[k]}"}
+    return best
+
+
+def qbench_text_prior(records: Sequence[dict]) -> list[int]:
+    """Each question's leave-one-out majority-text choice (qbench_baseline's "text" strategy)."""
     _check_items(records, ("candidates", "answer_index"), "Q-Bench baseline")
     right = Counter(_norm(r["candidates"][r["answer_index"]]) for r in records)
 
@@ -186,8 +206,7 @@ def qbench_baseline(records: Sequence[dict]) -> dict:
         text = _norm(r["candidates"][i])
         return right.get(text, 0) - (text == _norm(r["candidates"][r["answer_index"]]))
 
-    choices = [max(range(len(r["candidates"])), key=lambda i, r=r: (votes(r, i), -i)) for r in records]
-    return {**qbench_accuracy(records, choices), "choices": choices}
+    return [max(range(len(r["candidates"])), key=lambda i, r=r: (votes(r, i), -i)) for r in records]
 
 
 def _norm(text: str) -> str:
