@@ -1,5 +1,14 @@
 # results/metrics.json gathers every number; the report is rendered from it alone.
 
+
+def measured_seed_spread(wildcards):
+    """Stage-2-main's measured training-seed spread (benchmarks/stage2_seed_spread.py), when one is committed:
+    the metrics step reads it, so a new measurement re-renders the report. (Here, not in common.smk: every
+    DVC stage depends on common.smk, so an edit there re-runs the whole workflow.)"""
+    from refine_iqa.eval.seed_spread import MEASURED_REL
+    return [MEASURED_REL] if Path(MEASURED_REL).is_file() else []
+
+
 rule metrics:
     input:
         perception=expand(f"{R}/perception/{{model}}.json", model=["base", "stage1", "stage2-main"]),
@@ -8,6 +17,7 @@ rule metrics:
         data_stats=f"{R}/perception_data_stats.json",
         qbench=expand(f"{R}/qbench/{{model}}.json", model=["base", "stage1", "stage2-main"]),
         baselines=f"{R}/baselines.json",
+        seed_spread=measured_seed_spread,
     output:
         f"{R}/metrics.json",
     params:

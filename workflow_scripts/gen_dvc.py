@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from refine_iqa import steps  # noqa: E402
 from refine_iqa.config import load_params  # noqa: E402
+from refine_iqa.eval.seed_spread import MEASURED_REL  # noqa: E402
 from refine_iqa.io_utils import atomic_write_text  # noqa: E402
 from refine_iqa.variants import stage2_runs  # noqa: E402
 
@@ -86,7 +87,8 @@ def stage_table(p: dict) -> dict[str, dict]:
             + ["eval_qbench", "eval_baselines", "metrics", "report"],
             "targets": ["all"],
             "deps": [f"{m}/stage1"] + [f"{m}/stage2-{v}" for v in vs]
-            + [f"{per}/manifest.jsonl", f"{sc}/scoring_test.jsonl", f"{r}/perception_data_stats.json", f"{rep}/figures/data"],
+            + [f"{per}/manifest.jsonl", f"{sc}/scoring_test.jsonl", f"{r}/perception_data_stats.json", f"{rep}/figures/data"]
+            + ([MEASURED_REL] if (REPO / MEASURED_REL).is_file() else []),  # Table 5's measured seed spread
             "outs": [f"{r}/perception", f"{r}/scoring", f"{r}/qbench", f"{r}/baselines.json",
                      f"{rep}/report.md", f"{rep}/figures/training", f"{rep}/model_cards"],
             "metrics": [f"{r}/metrics.json"],

@@ -47,8 +47,19 @@ def collect_metrics(params: dict, out_path, *, variants: list[str]) -> dict:
             for k in CURVE_KEYS if any(k in r for r in curve)}}
     m["blind"] = blind_baselines(params)
     m["ablation_spread"] = ablation_spread(params, variants)
+    m["measured_seed_spread"] = _measured_seed_spread(params)
     atomic_write_json(out_path, m)
     return m
+
+
+def _measured_seed_spread(params: dict) -> dict:
+    """Stage-2-main's training-seed spread from benchmarks/stage2_seed_spread.py, with whether it applies to this
+    checkout's code and settings (eval/seed_spread.py); the per-seed values stay in the measurement file."""
+    from refine_iqa.eval.seed_spread import measured_spread
+
+    ms = measured_spread(params)
+    keep = ("status", "summary", "measured_at", "commit", "machine", "offsets", "threads", "fingerprint")
+    return {k: ms[k] for k in keep if k in ms}
 
 
 def blind_baselines(params: dict) -> dict:
@@ -171,15 +182,26 @@ def seed_spread(seeds: list[int], gaps: dict[int, float], main_srcc: dict[int, f
     }
 
 
-def gap_verdict(gap: float, p05: float, p95: float, seeds: dict | None = None) -> str:
+def gap_verdict(gap: float, p05: float, p95: float, seeds: dict | None = None, noise: float | None = None) -> str:
     """Whether a gap to main is a difference: it must lie outside the test-sample (bootstrap) spread, i.e.
     0 is not within p05..p95, and, when several seeds were trained, outside the training-seed spread: every
-    seed's gap has the same sign (0 not within min..max) AND the mean gap exceeds main's own seed-to-seed std."""
+    seed's gap has the same sign (0 not within min..max) AND the mean gap exceeds main's own seed-to-seed std.
+    With one seed per variant, `noise` (a measured seed-noise band for the gap of two single runs,
+    eval/seed_spread.py) adds the second condition |gap| > noise."""
     if any(math.isnan(x) for x in (gap, p05, p95)):
         return "undetermined: SRCC undefined (constant labels or a non-finite score)"
     boot_in = p05 <= 0.0 <= p95
     if seeds is None or len(seeds["configured"]) < 2:
-        return "no: within the test-sample spread" if boot_in else "yes, beyond the test-sample spread"
+        if noise is None or math.isnan(noise):
+            return "no: within the test-sample spread" if boot_in else "yes, beyond the test-sample spread"
+        noise_in = abs(gap) <= noise
+        if boot_in and noise_in:
+            return "no: within both spreads"
+        if boot_in:
+            return "no: within the test-sample spread"
+        if noise_in:
+            return "no: within the measured seed noise"
+        return "yes, beyond both spreads"
     if math.isnan(seeds["min"]):
         return f"no: training-seed spread not measured ({len(seeds['used'])} usable seed)"
     seed_in = seeds["min"] <= 0.0 <= seeds["max"] or abs(gap) <= seeds["main_std"]
@@ -192,9 +214,12 @@ def gap_verdict(gap: float, p05: float, p95: float, seeds: dict | None = None) -
     return "yes, beyond both spreads"
 
 
-def _ablation_gap_section(spread: dict) -> list[str]:
-    """Table 5's gap rows: one seed per variant (today's default) or the seed-replicate view."""
+def _ablation_gap_section(spread: dict, measured: dict | None = None) -> list[str]:
+    """Table 5's gap rows: one seed per variant (today's default; with main's measured seed noise when a
+    measurement applies to this code and these settings) or the seed-replicate view."""
     several = any(len(g.get("seeds", {}).get("configured", [0])) > 1 for per in spread.values() for g in per.values())
+    measured = measured or {"status": "absent"}
+    summary = measured.get("summary", {}) if measured["status"] == "applies" and not several else {}
 
     def dash(x):
         return "-" if x is None or math.isnan(x) else f"{x:+.3f}"
@@ -202,14 +227,15 @@ def _ablation_gap_section(spread: dict) -> list[str]:
     rows, notes = [], []
     for v, per in spread.items():
         for ds, g in per.items():
+            noise = summary[ds]["noise"] if ds in summary else None
             if "error" in g:
-                rows.append([v, ds, g["error"]] + ["-"] * (5 if several else 2))
+                rows.append([v, ds, g["error"]] + ["-"] * (5 if several else (3 if summary else 2)))
                 continue
             s = g.get("seeds")
             boot = f"{dash(g['p05'])} .. {dash(g['p95'])}"
-            verdict = gap_verdict(g["gap"], g["p05"], g["p95"], s)
+            verdict = gap_verdict(g["gap"], g["p05"], g["p95"], s, noise=noise)
             if not several:
-                rows.append([v, ds, dash(g["gap"]), boot, verdict])
+                rows.append([v, ds, dash(g["gap"]), boot] + ([_pm(noise)] if summary else []) + [verdict])
                 continue
             seed_range = "-" if math.isnan(s["min"]) else f"{dash(s['min'])} .. {dash(s['max'])}"
             main_std = "-" if math.isnan(s["main_std"]) else f"{s['main_std']:.3f}"
@@ -223,13 +249,29 @@ def _ablation_gap_section(spread: dict) -> list[str]:
     if not rows:
         return []
     if not several:
-        return ["Gap of each variant to main (SRCC think, probability score), with its spread: the 5th-95th "
-                f"percentile of the same gap over {BOOTSTRAP} paired bootstrap resamples of the test images. That "
-                "spread covers the test sample only; each variant is ONE training run (one seed), and the spread "
-                "between training seeds, not measured here, comes on top. A gap inside its spread is noise. To "
-                "measure the seed spread, set `ablations.seeds: [0, 1, 2]` in params.yaml: main and every variant "
-                "are trained again with seeds `seed + 1` and `seed + 2` (runs `<variant>_seed1`, `_seed2`) and this "
-                "table shows both spreads.", "",
+        intro = ("Gap of each variant to main (SRCC think, probability score), with its spread: the 5th-95th "
+                 f"percentile of the same gap over {BOOTSTRAP} paired bootstrap resamples of the test images. That "
+                 "spread covers the test sample only; each variant is ONE training run (one seed). A gap inside its "
+                 "spread is noise.")
+        if summary:
+            return [intro + " " + _measured_noise_text(measured, summary), "",
+                    _table(["variant", "dataset", "gap to main", "test-sample spread (5%..95%)",
+                            "measured seed noise", "a difference?"], rows), ""]
+        how = ("To measure the seed spread, set `ablations.seeds: [0, 1, 2]` in params.yaml (main and every variant "
+               "are trained again with seeds `seed + 1` and `seed + 2`, runs `<variant>_seed1`, `_seed2`, and this "
+               "table shows both spreads), or measure main's seed noise once with `python "
+               "benchmarks/stage2_seed_spread.py` after `make run` (it commits nothing; the report applies it while "
+               "the code and settings stay the same).")
+        if measured["status"] == "stale":
+            from refine_iqa.eval.seed_spread import MEASURED_REL
+
+            why = (f" A seed-noise measurement exists ({MEASURED_REL}, {measured.get('measured_at', '?')}) but was "
+                   "made with other code or settings than this run's (its fingerprint differs), so it is NOT "
+                   "applied.")
+        else:
+            why = ""
+        return [intro + " The spread between training seeds, not measured for this run, comes on top." + why
+                + " " + how, "",
                 _table(["variant", "dataset", "gap to main", "spread (5%..95%)", "a difference?"], rows), ""]
     return ["Gap of each variant to main (SRCC think, probability score), averaged over training seeds: seed "
             "offset k pairs `<variant>_seed<k>` with `main_seed<k>` (offset 0: the plain runs). Two spreads: the "
@@ -240,6 +282,25 @@ def _ablation_gap_section(spread: dict) -> list[str]:
             "", _table(["variant", "dataset", "seeds used", "mean gap to main", "test-sample spread (5%..95%)",
                         "per-seed gaps (min..max)", "main SRCC seed std", "a difference?"], rows), ""] \
         + (notes + [""] if notes else [])
+
+
+def _pm(x: float | None) -> str:
+    return "-" if x is None or math.isnan(x) else f"+-{x:.3f}"
+
+
+def _measured_noise_text(measured: dict, summary: dict) -> str:
+    """Table 5's sentence on main's measured training-seed spread (eval/seed_spread.py)."""
+    from refine_iqa.eval.seed_spread import MEASURED_REL
+
+    per_ds = "; ".join(f"{ds}: mean {x['mean']:.3f}, std {x['std']:.3f}, {x['min']:.3f} .. {x['max']:.3f}"
+                       for ds, x in summary.items())
+    n = max(x["n"] for x in summary.values())
+    return (f"The training-seed noise is measured: Stage-2-main trained with {n} seeds from this run's Stage-1 "
+            f"model ({MEASURED_REL}, `benchmarks/stage2_seed_spread.py`, {measured.get('measured_at', '?')}, "
+            f"{measured.get('machine', '?')}; it applies because the code and settings that produce main are "
+            f"unchanged since) gives main's SRCC {per_ds}. A gap between two single runs moves by seed alone within "
+            "+-2 x sqrt(2) x std (the 'measured seed noise' column); a gap is a difference only outside both that "
+            "band and the test-sample spread.")
 
 
 # The paper's column headers for Tables 1-2 (Comp. = compression, OE/UE = over/underexposure, ...).
@@ -553,7 +614,7 @@ def render_report(params: dict, metrics_path, report_path, figures_dir, cards_di
                          _fmt(r["think"]["numeric"]["hit_rate"]),
                          _fmt(c.get("rewards/answer_reward/mean", {}).get("first20")), _fmt(c.get("rewards/answer_reward/mean", {}).get("last20"))])
     out += [_table(["variant", "dataset", "SRCC think (prob)", "SRCC no-think (prob)", "hit rate think", "answer reward first 20", "answer reward last 20"], rows), ""]
-    out += _ablation_gap_section(m.get("ablation_spread", {}))
+    out += _ablation_gap_section(m.get("ablation_spread", {}), m.get("measured_seed_spread"))
     out += ["## Table 6: numeric vs probability-based inference (SRCC / PLCC)", ""]
     rows = []
     for name, res in m["scoring"].items():
