@@ -231,3 +231,24 @@ def test_skill_kept_section_rows():
     m["blind"] = {"perception": perc(0.6, 0.05, 0.146)}  # Stage-1 family 0.9 beats blind 0.6: the share counts
     assert "| distortion-family accuracy | 50.00% | 90.00% | 80.00% | 60.00% | 75% |" in "\n".join(_skill_kept_section(m))
     assert _skill_kept_section({"perception": {"base": perc(0.5, 0.1, 0.2)}}) == []
+
+
+def test_table4_shows_how_many_answers_were_readable_and_says_why_none_were():
+    from refine_iqa import report
+    cols = ["yes-or-no", "what", "how", "technical", "other", "in-context technical", "in-context other", "overall"]
+
+    def res(acc, unanswered):
+        return {"accuracy": dict.fromkeys(cols, acc), "unanswered": unanswered}
+
+    m = {"configuration": "embedded",
+         "qbench": {"base": {"split": "dev", "n": 4, "synthetic": True, "no_think": res(0.0, 4), "think": res(0.0, 4)},
+                    "stage1": {"split": "dev", "n": 4, "no_think": res(0.5, 1), "think": res(0.25, 0)}},
+         "blind": {"qbench": {**res(0.5, 0), "strategy": "letter B"}}}
+    text = "\n".join(report._qbench_section(m))
+    assert "| base (no-think) | 0.00% |" in text and text.count("| 0 / 4 |") == 2
+    assert "| stage1 (no-think) | 50.00% |" in text and "| 3 / 4 |" in text and "| 4 / 4 |" in text
+    assert "| blind (ignores the image): always answer B (the letter right most often) | 50.00% |" in text
+    assert "not a letter choice" in text and "SYNTHETIC" in text
+    # every model answered something, or the paper configuration: no such explanation
+    m["qbench"].pop("base")
+    assert "not a letter choice" not in "\n".join(report._qbench_section(m))

@@ -463,6 +463,34 @@ def _skill_kept_section(m: dict) -> list[str]:
             _table(["measure", "base", "Stage-1", "Stage-2-main", "blind", "kept"], rows), ""]
 
 
+def _qbench_section(m: dict) -> list[str]:
+    """Table 4: each model's accuracy per question type and concern, how many answers were readable, and the
+    blind row."""
+    out = ["## Table 4: Q-Bench (LLVisionQA) multiple-choice accuracy", ""]
+    q0 = next(iter(m.get("qbench", {}).values()), None)
+    if q0:
+        if q0.get("synthetic"):
+            out += ["> SYNTHETIC questions in the LLVisionQA file format, generated from this run's own images and "
+                    "what the data engine knows about them (no Q-Bench folder configured).", ""]
+        cols = ["yes-or-no", "what", "how", "technical", "other", "in-context technical", "in-context other", "overall"]
+        rows = [[f"{name} ({mode.replace('_', '-')})"] + [_fmt(q[mode]["accuracy"][c], True) for c in cols]
+                + [f"{q['n'] - q[mode]['unanswered']} / {q['n']}"]
+                for name, q in m["qbench"].items() for mode in ("no_think", "think")]
+        bq = m.get("blind", {}).get("qbench")
+        if bq is not None:
+            rows.append([f"{BLIND_LABEL}: {_qbench_blind_how(bq)}"] + [_fmt(bq["accuracy"][c], True) for c in cols]
+                        + ["-"])
+        out += [f"Split: {q0['split']}, {q0['n']} questions.", "", _table(["model"] + cols + ["answered"], rows), ""]
+        if m.get("configuration") == "embedded" and any(q[mode]["unanswered"] == q["n"] for q in m["qbench"].values()
+                                                        for mode in ("no_think", "think")):
+            out += ["'answered': the answers `parse_choice` reads as one option. A model that answers none scores "
+                    "0 however well it sees the image: the embedded warm start teaches the description, grounding "
+                    "and scoring formats, not a letter choice, so the tiny models write no readable choice here "
+                    "(a real Qwen2.5-VL answers Q-Bench zero-shot, as in the paper).", ""]
+        out += [f"Paper: Refine-IQA-S2 (think) overall {PAPER['table4_overall_s2_think']:.2%}.", ""]
+    return out
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -577,20 +605,7 @@ def render_report(params: dict, metrics_path, report_path, figures_dir, cards_di
     out += [_table(["model", "dataset", "SRCC", "PLCC", "paper SRCC / PLCC"], rows), "",
             "A constant score ranks nothing: its SRCC / PLCC are undefined, counted as 0. Any positive SRCC needs "
             "the image.", ""]
-    out += ["## Table 4: Q-Bench (LLVisionQA) multiple-choice accuracy", ""]
-    q0 = next(iter(m.get("qbench", {}).values()), None)
-    if q0:
-        if q0.get("synthetic"):
-            out += ["> SYNTHETIC questions in the LLVisionQA file format, generated from this run's own images and "
-                    "what the data engine knows about them (no Q-Bench folder configured).", ""]
-        cols = ["yes-or-no", "what", "how", "technical", "other", "in-context technical", "in-context other", "overall"]
-        rows = [[f"{name} ({mode.replace('_', '-')})"] + [_fmt(q[mode]["accuracy"][c], True) for c in cols]
-                for name, q in m["qbench"].items() for mode in ("no_think", "think")]
-        bq = m.get("blind", {}).get("qbench")
-        if bq is not None:
-            rows.append([f"{BLIND_LABEL}: {_qbench_blind_how(bq)}"] + [_fmt(bq["accuracy"][c], True) for c in cols])
-        out += [f"Split: {q0['split']}, {q0['n']} questions.", "", _table(["model"] + cols, rows), "",
-                f"Paper: Refine-IQA-S2 (think) overall {PAPER['table4_overall_s2_think']:.2%}.", ""]
+    out += _qbench_section(m)
     out += ["## Stage-2 before / after (think mode, synthetic test set)", ""]
     rows = []
     for name in ("stage1", "stage2-main"):
