@@ -260,8 +260,8 @@ def _ablation_gap_section(spread: dict, measured: dict | None = None) -> list[st
         how = ("To measure the seed spread, set `ablations.seeds: [0, 1, 2]` in params.yaml (main and every variant "
                "are trained again with seeds `seed + 1` and `seed + 2`, runs `<variant>_seed1`, `_seed2`, and this "
                "table shows both spreads), or measure main's seed noise once with `python "
-               "benchmarks/stage2_seed_spread.py` after `make run` (it commits nothing; the report applies it while "
-               "the code and settings stay the same).")
+               "benchmarks/stage2_seed_spread.py` after `make run` (it writes benchmarks/measured/; the report applies "
+               "the measurement while the code and settings stay the same).")
         if measured["status"] == "stale":
             from refine_iqa.eval.seed_spread import MEASURED_REL
 
@@ -290,7 +290,7 @@ def _pm(x: float | None) -> str:
 
 def _measured_noise_text(measured: dict, summary: dict) -> str:
     """Table 5's sentence on main's measured training-seed spread (eval/seed_spread.py)."""
-    from refine_iqa.eval.seed_spread import MEASURED_REL
+    from refine_iqa.eval.seed_spread import MEASURED_REL, NOISE_SIGMAS
 
     per_ds = "; ".join(f"{ds}: mean {x['mean']:.3f}, std {x['std']:.3f}, {x['min']:.3f} .. {x['max']:.3f}"
                        for ds, x in summary.items())
@@ -299,7 +299,7 @@ def _measured_noise_text(measured: dict, summary: dict) -> str:
             f"model ({MEASURED_REL}, `benchmarks/stage2_seed_spread.py`, {measured.get('measured_at', '?')}, "
             f"{measured.get('machine', '?')}; it applies because the code and settings that produce main are "
             f"unchanged since) gives main's SRCC {per_ds}. A gap between two single runs moves by seed alone within "
-            "+-2 x sqrt(2) x std (the 'measured seed noise' column); a gap is a difference only outside both that "
+            f"+-{NOISE_SIGMAS:g} x sqrt(2) x std (the 'measured seed noise' column); a gap is a difference only outside both that "
             "band and the test-sample spread.")
 
 
