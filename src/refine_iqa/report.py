@@ -351,8 +351,13 @@ def _stage1_answers_section(m: dict) -> list[str]:
                 _table(["reward", "first 20", "last 20"], rows), ""]
     if m["configuration"] == "embedded":
         out += ["> At the embedded size a single answer string for every image (distinct = 1) means the policy has "
-                "collapsed: it ignores the image. That Stage-1's GRPO can teach this model to read a distortion "
-                "from the image is shown separately by tests/test_learnability_stage1.py (docs/learnability.md).", ""]
+                "collapsed: it ignores the image. This run's Stage-1 trains "
+                f"{c.get('steps', 'its')} GRPO steps, too few for the tiny model to learn either skill from this "
+                "run's data (every family, object-sized regions). That Stage-1's GRPO can teach this model to read the image "
+                "is shown separately, on narrower data and with more rollouts than `make run` can afford on two "
+                "cores: the distortion family by tests/test_learnability_stage1.py (250 steps of 64 rollouts) and "
+                "the distorted region by tests/test_learnability_grounding.py (128 rollouts a step until the IoU "
+                "rises, 116-1080 steps on the seeds measured); docs/learnability.md.", ""]
     return out
 
 
