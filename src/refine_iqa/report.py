@@ -350,10 +350,11 @@ def _stage1_answers_section(m: dict) -> list[str]:
         out += [f"Stage-1 training rewards ({c.get('steps')} steps), mean of the first and last 20 steps:", "",
                 _table(["reward", "first 20", "last 20"], rows), ""]
     if m["configuration"] == "embedded":
+        n_fam = len(m.get("data", {}).get("stats", {}).get("family_counts", {})) or "its"
         out += ["> At the embedded size a single answer string for every image (distinct = 1) means the policy has "
                 "collapsed: it ignores the image. This run's Stage-1 trains "
                 f"{c.get('steps', 'its')} GRPO steps, too few for the tiny model to learn either skill from this "
-                "run's data (every family, object-sized regions). That Stage-1's GRPO can teach this model to read the image "
+                f"run's data ({n_fam} distortion families, object-sized regions). That Stage-1's GRPO can teach this model to read the image "
                 "is shown separately, on narrower data and with more rollouts than `make run` can afford on two "
                 "cores: the distortion family by tests/test_learnability_stage1.py (250 steps of 64 rollouts) and "
                 "the distorted region by tests/test_learnability_grounding.py (128 rollouts a step until the IoU "
