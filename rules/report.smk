@@ -5,8 +5,8 @@ def measured_seed_spread(wildcards):
     """Stage-2-main's measured training-seed spread (benchmarks/stage2_seed_spread.py), when one is committed:
     the metrics step reads it, so a new measurement re-renders the report. (Here, not in common.smk: every
     DVC stage depends on common.smk, so an edit there re-runs the whole workflow.)"""
-    from refine_iqa.eval.seed_spread import MEASURED_REL
-    return [MEASURED_REL] if Path(MEASURED_REL).is_file() else []
+    from refine_iqa.eval.seed_spread import MEASURED  # the repository's file, wherever --directory points
+    return [str(MEASURED)] if MEASURED.is_file() else []
 
 
 rule metrics:
