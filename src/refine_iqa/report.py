@@ -166,19 +166,20 @@ def seed_spread(seeds: list[int], gaps: dict[int, float], main_srcc: dict[int, f
     metrics.srcc and stay) is left out and listed under "undefined". mean: over the seeds used; min/max: of the
     per-seed gaps; main_std: the sample standard deviation (n - 1) of main's SRCC over seeds. With fewer than
     two values a spread is undefined (NaN, rendered "-")."""
+    from refine_iqa.eval.seed_spread import summarise
+
     missing = [k for k in seeds if k not in gaps]
     undefined = [k for k in seeds if k in gaps and math.isnan(gaps[k])]
     used = [k for k in seeds if k in gaps and not math.isnan(gaps[k])]
     g = [gaps[k] for k in used]
-    ms = [main_srcc[k] for k in seeds if k in main_srcc and not math.isnan(main_srcc[k])]
-    mean_m = sum(ms) / len(ms) if ms else math.nan
+    main = summarise({k: main_srcc[k] for k in seeds if k in main_srcc})  # NaN left out, sample std
     return {
         "configured": list(seeds), "used": used, "missing": missing, "undefined": undefined,
         "mean": sum(g) / len(g) if g else math.nan,
         "min": min(g) if len(g) >= 2 else math.nan,
         "max": max(g) if len(g) >= 2 else math.nan,
-        "main_std": math.sqrt(sum((x - mean_m) ** 2 for x in ms) / (len(ms) - 1)) if len(ms) >= 2 else math.nan,
-        "main_n": len(ms),
+        "main_std": main["std"],
+        "main_n": main["n"],
     }
 
 
@@ -194,23 +195,21 @@ def gap_verdict(gap: float, p05: float, p95: float, seeds: dict | None = None, n
     if seeds is None or len(seeds["configured"]) < 2:
         if noise is None or math.isnan(noise):
             return "no: within the test-sample spread" if boot_in else "yes, beyond the test-sample spread"
-        noise_in = abs(gap) <= noise
-        if boot_in and noise_in:
-            return "no: within both spreads"
-        if boot_in:
-            return "no: within the test-sample spread"
-        if noise_in:
-            return "no: within the measured seed noise"
-        return "yes, beyond both spreads"
+        return _two_spread_verdict(boot_in, abs(gap) <= noise, "the measured seed noise")
     if math.isnan(seeds["min"]):
         return f"no: training-seed spread not measured ({len(seeds['used'])} usable seed)"
     seed_in = seeds["min"] <= 0.0 <= seeds["max"] or abs(gap) <= seeds["main_std"]
+    return _two_spread_verdict(boot_in, seed_in, "the training-seed spread")
+
+
+def _two_spread_verdict(boot_in: bool, seed_in: bool, seed_name: str) -> str:
+    """The verdict once both spreads are known: a difference only outside both."""
     if boot_in and seed_in:
         return "no: within both spreads"
     if boot_in:
         return "no: within the test-sample spread"
     if seed_in:
-        return "no: within the training-seed spread"
+        return f"no: within {seed_name}"
     return "yes, beyond both spreads"
 
 
